@@ -1,0 +1,26 @@
+# The two set-up commands (see README): `make run` and `make test`. Both find
+# or start Postgres with scripts/db.sh first.
+GO       ?= go
+TESTFLAGS ?=
+
+.PHONY: run test build
+
+## run: start minigate (sandbox mode without CONFIG=file)
+run:
+ifdef CONFIG
+	$(GO) run ./cmd/minigate serve --config $(CONFIG)
+else
+	@DATABASE_URL=$$(scripts/db.sh minigate) && export DATABASE_URL && \
+	  $(GO) run ./cmd/minigate serve
+endif
+
+## test: the whole suite with -race against a real Postgres
+test:
+	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
+	  $(GO) vet ./... && \
+	  $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+
+## build: the minigate binary in bin/
+build:
+	$(GO) build -o bin/minigate ./cmd/minigate
+

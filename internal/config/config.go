@@ -1,0 +1,315 @@
+// Package config loads and validates minigate's YAML configuration.
+//
+// The file is parsed once, in cmd/minigate, and the resulting *Config is
+// passed explicitly to everything that needs it. `${VAR}` references inside
+// scalar values are expanded from the environment after YAML parsing, so a
+// secret containing YAML syntax cannot change the document's structure.
+// DATABASE_URL from the environment wins over database_url.
+//
+// Every validation error is a single line naming the app (when there is one)
+// and the key, e.g.
+//
+//	config: app "shop-wx": pay.api_v3_key: must be 32 bytes, got 31
+package config
+
+import (
+	"bytes"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Platform names a mini-program platform.
+type Platform string
+
+// The supported platforms.
+const (
+	WeChat Platform = "wechat"
+	QQ     Platform = "qq"
+	Alipay Platform = "alipay"
+)
+
+// Defaults for optional settings.
+const (
+	DefaultListen                = ":8080"
+	DefaultWeChatAPI             = "https://api.weixin.qq.com"
+	DefaultWeChatPayAPI          = "https://api.mch.weixin.qq.com"
+	DefaultQQAPI                 = "https://api.q.qq.com"
+	DefaultQPayAPI               = "https://qpay.qq.com"
+	DefaultAlipayGateway         = "https://openapi.alipay.com/gateway.do"
+	DefaultBodyLimit             = 1 << 20 // bytes; callbacks and API bodies
+	DefaultMediaBodyLimit        = 10 << 20
+	DefaultUpstreamTimeout       = 8 * time.Second
+	DefaultCallbackWindow        = 5 * time.Minute
+	DefaultSessionTTL            = 30 * 24 * time.Hour
+	DefaultReconcileAt           = "10:30"
+	DefaultRejectedCallbacksKept = 10000
+	minSecretKeyBytes            = 32
+	minAPIKeyBytes               = 16
+)
+
+// Config is the whole configuration file. Fields tagged `yaml:"-"` are filled
+// by Load (parsed key material) or by sandbox mode.
+type Config struct {
+	Listen      string    `yaml:"listen"`
+	DatabaseURL string    `yaml:"database_url"`
+	PublicURL   string    `yaml:"public_url"`
+	SecretKey   string    `yaml:"secret_key"`
+	APIKeys     []APIKey  `yaml:"api_keys"`
+	Events      Events    `yaml:"events"`
+	Endpoints   Endpoints `yaml:"endpoints"`
+	Apps        []*App    `yaml:"apps"`
+
+	// Limits are optional extensions of the contract's file format.
+	Limits Limits `yaml:"limits"`
+	// Sessions configures mini-program session tokens.
+	Sessions Sessions `yaml:"sessions"`
+	// Reconcile configures the daily reconciliation job.
+	Reconcile Reconcile `yaml:"reconcile"`
+
+	// Sandbox is true when minigate runs with the built-in simulator.
+	Sandbox bool `yaml:"-"`
+}
+
+// APIKey is a named key for the server-to-server and operator API.
+type APIKey struct {
+	Name string `yaml:"name"`
+	Key  string `yaml:"key"`
+}
+
+// Events configures delivery of minigate's own signed events.
+type Events struct {
+	URL    string `yaml:"url"`
+	Secret string `yaml:"secret"`
+}
+
+// Endpoints are the platforms' base URLs; the defaults are the real ones.
+type Endpoints struct {
+	WeChatAPI     string `yaml:"wechat_api"`
+	WeChatPayAPI  string `yaml:"wechatpay_api"`
+	QQAPI         string `yaml:"qq_api"`
+	QPayAPI       string `yaml:"qpay_api"`
+	AlipayGateway string `yaml:"alipay_gateway"`
+}
+
+// Limits bound what minigate accepts and how long it waits.
+type Limits struct {
+	// BodyBytes bounds every request body except media uploads.
+	BodyBytes int `yaml:"body_bytes"`
+	// MediaBytes bounds media upload bodies.
+	MediaBytes int `yaml:"media_bytes"`
+	// UpstreamTimeout bounds each call to a platform.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// CallbackWindow is how far a callback's timestamp may be from now.
+	CallbackWindow time.Duration `yaml:"callback_window"`
+	// RejectedCallbacksKept bounds the rejected-callbacks table.
+	RejectedCallbacksKept int `yaml:"rejected_callbacks_kept"`
+}
+
+// Sessions configures mini-program session tokens.
+type Sessions struct {
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Reconcile configures the daily reconciliation job.
+type Reconcile struct {
+	// At is the Asia/Shanghai wall-clock time "HH:MM" of the daily run.
+	At string `yaml:"at"`
+	// Disabled turns the daily job off.
+	Disabled bool `yaml:"disabled"`
+}
+
+// App is one mini-program on one platform.
+type App struct {
+	ID         string   `yaml:"id"`
+	Platform   Platform `yaml:"platform"`
+	AppID      string   `yaml:"app_id"`
+	AppSecret  string   `yaml:"app_secret"`
+	UnionScope string   `yaml:"union_scope"`
+	Messages   Messages `yaml:"messages"`
+	Pay        *Pay     `yaml:"pay"`
+
+	// Alipay application keys.
+	PrivateKeyFile      string `yaml:"private_key_file"`
+	AlipayPublicKeyFile string `yaml:"alipay_public_key_file"`
+
+	// PrivateKey is the parsed Alipay application private key.
+	PrivateKey *rsa.PrivateKey `yaml:"-"`
+	// AlipayPublicKey is the parsed Alipay public key.
+	AlipayPublicKey *rsa.PublicKey `yaml:"-"`
+}
+
+// Messages configures message push ("消息推送").
+type Messages struct {
+	// Token signs WeChat/QQ message pushes.
+	Token string `yaml:"token"`
+	// EncodingAESKey (43 chars) enables compatible/safe mode for WeChat/QQ.
+	EncodingAESKey string `yaml:"encoding_aes_key"`
+	// AESKey is Alipay's optional content encryption key (base64).
+	AESKey string `yaml:"aes_key"`
+}
+
+// Pay configures the app's merchant account.
+type Pay struct {
+	MchID string `yaml:"mch_id"`
+
+	// WeChat Pay API v3.
+	SerialNo       string `yaml:"serial_no"`
+	PrivateKeyFile string `yaml:"private_key_file"`
+	APIv3Key       string `yaml:"api_v3_key"`
+	PublicKeyID    string `yaml:"public_key_id"`
+	PublicKeyFile  string `yaml:"public_key_file"`
+
+	// QQ wallet.
+	APIKey string `yaml:"api_key"`
+	// QQ wallet refunds need the merchant's client certificate and an operator.
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	OpUserID     string `yaml:"op_user_id"`
+	OpUserPasswd string `yaml:"op_user_passwd"`
+
+	// Alipay: the merchant's seller id (2088…); notifications must carry it.
+	SellerID string `yaml:"seller_id"`
+
+	// PrivateKey is the parsed WeChat Pay merchant private key.
+	PrivateKey *rsa.PrivateKey `yaml:"-"`
+	// PublicKey is the parsed WeChat Pay public key (public-key mode).
+	PublicKey *rsa.PublicKey `yaml:"-"`
+}
+
+// Error is a configuration error: one line naming the app and the key.
+type Error struct {
+	App string // empty for top-level keys
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.App != "" {
+		return fmt.Sprintf("config: app %q: %s: %s", e.App, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("config: %s: %s", e.Key, e.Msg)
+}
+
+// Load reads, expands, parses and validates the file at path.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Key: "file", Msg: err.Error()}
+	}
+	return Parse(raw, os.LookupEnv)
+}
+
+// Parse parses and validates a configuration document. lookup resolves
+// `${VAR}` references and the DATABASE_URL override.
+func Parse(raw []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, &Error{Key: "yaml", Msg: oneLine(err)}
+	}
+	expandNode(&doc, lookup)
+	expanded, err := yaml.Marshal(&doc)
+	if err != nil {
+		return nil, &Error{Key: "yaml", Msg: oneLine(err)}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	cfg := &Config{}
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{Key: "yaml", Msg: oneLine(err)}
+	}
+	if v, ok := lookup("DATABASE_URL"); ok && v != "" {
+		cfg.DatabaseURL = v
+	}
+	if err := Finish(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Finish applies defaults to a configuration built in code (sandbox mode,
+// tests) or parsed from a file, and validates it.
+func Finish(cfg *Config) error {
+	cfg.applyDefaults()
+	return cfg.Validate()
+}
+
+var varRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+func expandNode(n *yaml.Node, lookup func(string) (string, bool)) {
+	if n.Kind == yaml.ScalarNode {
+		n.Value = varRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+			v, _ := lookup(m[2 : len(m)-1])
+			return v
+		})
+		return
+	}
+	for _, c := range n.Content {
+		expandNode(c, lookup)
+	}
+}
+
+func oneLine(err error) string {
+	return string(bytes.ReplaceAll([]byte(err.Error()), []byte("\n"), []byte("; ")))
+}
+
+func (c *Config) applyDefaults() {
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.Endpoints.WeChatAPI, DefaultWeChatAPI)
+	setDefault(&c.Endpoints.WeChatPayAPI, DefaultWeChatPayAPI)
+	setDefault(&c.Endpoints.QQAPI, DefaultQQAPI)
+	setDefault(&c.Endpoints.QPayAPI, DefaultQPayAPI)
+	setDefault(&c.Endpoints.AlipayGateway, DefaultAlipayGateway)
+	setDefault(&c.Reconcile.At, DefaultReconcileAt)
+	if c.Limits.BodyBytes == 0 {
+		c.Limits.BodyBytes = DefaultBodyLimit
+	}
+	if c.Limits.MediaBytes == 0 {
+		c.Limits.MediaBytes = DefaultMediaBodyLimit
+	}
+	if c.Limits.UpstreamTimeout == 0 {
+		c.Limits.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.Limits.CallbackWindow == 0 {
+		c.Limits.CallbackWindow = DefaultCallbackWindow
+	}
+	if c.Limits.RejectedCallbacksKept == 0 {
+		c.Limits.RejectedCallbacksKept = DefaultRejectedCallbacksKept
+	}
+	if c.Sessions.TTL == 0 {
+		c.Sessions.TTL = DefaultSessionTTL
+	}
+}
+
+func setDefault(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
+
+// App returns the app with the given minigate id, or nil.
+func (c *Config) App(id string) *App {
+	for _, a := range c.Apps {
+		if a.ID == id {
+			return a
+		}
+	}
+	return nil
+}
+
+// NotifyURL is the payment notification URL minigate gives the platform for app.
+func (c *Config) NotifyURL(app *App) string {
+	return c.PublicURL + "/callbacks/" + app.ID + "/payments"
+}
+
+// String masks secrets so a Config can be logged.
+func (c *Config) String() string {
+	return fmt.Sprintf("config{listen=%s apps=%d api_keys=%d events=%t sandbox=%t}",
+		c.Listen, len(c.Apps), len(c.APIKeys), c.Events.URL != "", c.Sandbox)
+}

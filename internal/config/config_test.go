@@ -1,0 +1,169 @@
+package config
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writeKey writes a fresh PKCS#8 private key and its PKIX public key to dir.
+func writeKeys(t *testing.T, dir string) (priv, pub string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pubDER, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	priv, pub = filepath.Join(dir, "key.pem"), filepath.Join(dir, "pub.pem")
+	os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o600)
+	return priv, pub
+}
+
+const aesKey43 = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+
+func validDoc(priv, pub string) string {
+	return `
+listen: ":9000"
+database_url: "postgres://x@localhost/db"
+public_url: "https://pay.example.com/"
+secret_key: "${SECRET}"
+api_keys:
+  - name: backend
+    key: "${BACKEND_KEY}"
+events:
+  url: "https://backend.example.com/hooks"
+  secret: "whsec_abc"
+apps:
+  - id: shop-wx
+    platform: wechat
+    app_id: "wx0123456789abcdef"
+    app_secret: "${WX_SECRET}"
+    union_scope: brand
+    messages: { token: "tok", encoding_aes_key: "` + aesKey43 + `" }
+    pay:
+      mch_id: "1900000001"
+      serial_no: "ABC"
+      private_key_file: "` + priv + `"
+      api_v3_key: "0123456789abcdef0123456789abcdef"
+      public_key_id: "PUB_KEY_ID_0001"
+      public_key_file: "` + pub + `"
+  - id: shop-qq
+    platform: qq
+    app_id: "1112345678"
+    app_secret: "qqsecret"
+    messages: { token: "t" }
+    pay: { mch_id: "123", api_key: "k" }
+  - id: shop-ali
+    platform: alipay
+    app_id: "2021000000000000"
+    private_key_file: "` + priv + `"
+    alipay_public_key_file: "` + pub + `"
+`
+}
+
+func env(extra map[string]string) func(string) (string, bool) {
+	m := map[string]string{
+		"SECRET":      strings.Repeat("s", 32),
+		"BACKEND_KEY": "backend-key-0123456789",
+		"WX_SECRET":   "wxsecret",
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseValid(t *testing.T) {
+	priv, pub := writeKeys(t, t.TempDir())
+	cfg, err := Parse([]byte(validDoc(priv, pub)), env(map[string]string{"DATABASE_URL": "postgres://env@db/x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "postgres://env@db/x" {
+		t.Errorf("DATABASE_URL did not win: %s", cfg.DatabaseURL)
+	}
+	if cfg.PublicURL != "https://pay.example.com" {
+		t.Errorf("public_url not trimmed: %s", cfg.PublicURL)
+	}
+	wx := cfg.App("shop-wx")
+	if wx.AppSecret != "wxsecret" || wx.Pay.PrivateKey == nil || wx.Pay.PublicKey == nil {
+		t.Errorf("wechat app not expanded/loaded: %+v", wx)
+	}
+	if ali := cfg.App("shop-ali"); ali.PrivateKey == nil || ali.AlipayPublicKey == nil {
+		t.Errorf("alipay keys not loaded")
+	}
+	if cfg.Endpoints.WeChatAPI != DefaultWeChatAPI || cfg.Limits.BodyBytes != DefaultBodyLimit {
+		t.Errorf("defaults not applied: %+v %+v", cfg.Endpoints, cfg.Limits)
+	}
+	if got := cfg.NotifyURL(wx); got != "https://pay.example.com/callbacks/shop-wx/payments" {
+		t.Errorf("NotifyURL = %s", got)
+	}
+	if strings.Contains(cfg.String(), "wxsecret") || strings.Contains(cfg.String(), "backend-key") {
+		t.Errorf("String leaks secrets: %s", cfg.String())
+	}
+}
+
+func TestParseExpansionCannotInjectYAML(t *testing.T) {
+	priv, pub := writeKeys(t, t.TempDir())
+	cfg, err := Parse([]byte(validDoc(priv, pub)), env(map[string]string{"WX_SECRET": "x\"\n  platform: qq #"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.App("shop-wx").AppSecret != "x\"\n  platform: qq #" || cfg.App("shop-wx").Platform != WeChat {
+		t.Fatalf("expansion changed the document: %+v", cfg.App("shop-wx"))
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := writeKeys(t, dir)
+	base := validDoc(priv, pub)
+	for _, tc := range []struct {
+		name, old, new string
+		want           string
+	}{
+		{"unknown platform", "platform: qq", "platform: line", `config: app "shop-qq": platform: unknown platform "line"`},
+		{"missing secret", `app_secret: "${WX_SECRET}"`, `app_secret: "${NOPE}"`, `config: app "shop-wx": app_secret: required`},
+		{"unreadable key file", `private_key_file: "` + priv + `"
+    alipay`, `private_key_file: "/nonexistent.pem"
+    alipay`, `config: app "shop-ali": private_key_file: open /nonexistent.pem`},
+		{"duplicate app id", "id: shop-qq", "id: shop-wx", `config: app "shop-wx": id: duplicate app id`},
+		{"bad app id", "id: shop-qq", "id: Shop_QQ", `config: app "Shop_QQ": id: must match`},
+		{"short api v3 key", `api_v3_key: "0123456789abcdef0123456789abcdef"`, `api_v3_key: "short"`, `config: app "shop-wx": pay.api_v3_key: must be 32 bytes, got 5`},
+		{"bad aes key", aesKey43, "short", `config: app "shop-wx": messages.encoding_aes_key: must be 43 characters`},
+		{"public key id without file", `public_key_file: "` + pub + `"`, ``, `config: app "shop-wx": pay.public_key_file: required with public_key_id`},
+		{"qq pay without key", `api_key: "k"`, `api_key: ""`, `config: app "shop-qq": pay.api_key: required`},
+		{"short secret key", `secret_key: "${SECRET}"`, `secret_key: "short"`, `config: secret_key: must be at least 32 bytes`},
+		{"unknown key", `listen: ":9000"`, `listne: ":9000"`, `config: yaml:`},
+		{"events without secret", `secret: "whsec_abc"`, ``, `config: events.secret: required`},
+		{"bad endpoint", `listen: ":9000"`, "listen: \":9000\"\nendpoints: { wechat_api: \"ftp://x\" }", `config: endpoints.wechat_api: must be an absolute http(s) URL`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(base, tc.old, tc.new, 1)
+			if doc == base {
+				t.Fatalf("test case did not change the document")
+			}
+			_, err := Parse([]byte(doc), env(nil))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error = %q, want prefix %q on one line", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeEncodingAESKey(t *testing.T) {
+	k, err := DecodeEncodingAESKey(aesKey43)
+	if err != nil || len(k) != 32 {
+		t.Fatalf("got %d bytes, %v", len(k), err)
+	}
+}

@@ -1,0 +1,194 @@
+// Package httpx builds minigate's Fiber application: request ids, structured
+// access logs, metrics, a body limit, panic recovery and the contract's JSON
+// error shape. Domain packages register thin handlers on the returned app.
+package httpx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/gofiber/fiber/v2/middleware/requestid"
+
+	"github.com/minigate/minigate/internal/apperr"
+	"github.com/minigate/minigate/internal/ids"
+	"github.com/minigate/minigate/internal/metrics"
+)
+
+// Options configures New.
+type Options struct {
+	// BodyLimit bounds request bodies (bytes).
+	BodyLimit int
+	// ReadTimeout bounds reading a request; zero means 30s.
+	ReadTimeout time.Duration
+	// Logger receives access and error logs.
+	Logger *slog.Logger
+}
+
+// requestIDLocal is the Locals key holding the request id.
+const requestIDLocal = "requestid"
+
+// New returns a Fiber app with minigate's middleware and error handler.
+func New(opts Options) *fiber.App {
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = 30 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	app := fiber.New(fiber.Config{
+		BodyLimit:             opts.BodyLimit,
+		ReadTimeout:           opts.ReadTimeout,
+		WriteTimeout:          opts.ReadTimeout,
+		IdleTimeout:           2 * time.Minute,
+		DisableStartupMessage: true,
+		ErrorHandler:          ErrorHandler(log),
+		// Callbacks and media need the raw body; nothing here trusts
+		// proxy headers.
+	})
+	app.Use(recover.New())
+	app.Use(requestid.New(requestid.Config{
+		Generator:  func() string { return ids.New("req") },
+		ContextKey: requestIDLocal,
+	}))
+	app.Use(accessLog(log))
+	return app
+}
+
+// RequestID returns the request's id.
+func RequestID(c *fiber.Ctx) string {
+	s, _ := c.Locals(requestIDLocal).(string)
+	return s
+}
+
+func accessLog(log *slog.Logger) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		start := time.Now()
+		err := c.Next()
+		status := c.Response().StatusCode()
+		if err != nil {
+			// Let the error handler write the response now so the
+			// status we record is the one sent.
+			if herr := c.App().ErrorHandler(c, err); herr != nil {
+				_ = c.SendStatus(fiber.StatusInternalServerError)
+			}
+			status = c.Response().StatusCode()
+		}
+		route := "unmatched"
+		if r := c.Route(); r.Method != "USE" {
+			route = r.Path // the pattern, e.g. /v1/orders/:id
+		}
+		elapsed := time.Since(start)
+		metrics.HTTPRequests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Inc()
+		metrics.HTTPDuration.WithLabelValues(route, c.Method()).Observe(elapsed.Seconds())
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelError
+		}
+		// Path only: query strings can carry signatures and tokens.
+		log.Log(c.UserContext(), level, "http request",
+			"request_id", RequestID(c), "method", c.Method(), "path", c.Path(),
+			"route", route, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000)
+		return nil
+	}
+}
+
+// ErrorBody is the contract's error shape.
+type ErrorBody struct {
+	Error ErrorObject `json:"error"`
+}
+
+// ErrorObject is the inside of ErrorBody.
+type ErrorObject struct {
+	Code      string         `json:"code"`
+	Message   string         `json:"message"`
+	RequestID string         `json:"request_id,omitempty"`
+	Details   map[string]any `json:"details,omitempty"`
+}
+
+// ErrorHandler maps errors to the contract's JSON error responses. Unknown
+// errors become 500 internal_error and are logged with the request id; their
+// text is never sent to the client.
+func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		body := ErrorBody{Error: ErrorObject{RequestID: RequestID(c)}}
+		status := fiber.StatusInternalServerError
+		var fe *fiber.Error
+		if ae, ok := apperr.As(err); ok {
+			status = ae.Kind.Status()
+			body.Error.Code, body.Error.Message, body.Error.Details = ae.Code, ae.Message, ae.Details
+			if ae.RetryAfter > 0 {
+				c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(ae.RetryAfter.Seconds()+0.5)))
+			}
+			if status >= 500 && ae.Err != nil {
+				log.Error("request failed", "request_id", body.Error.RequestID, "code", ae.Code, "err", ae.Err)
+			}
+		} else if errors.As(err, &fe) {
+			status = fe.Code
+			body.Error.Code, body.Error.Message = fiberCode(fe.Code), fe.Message
+		} else {
+			body.Error.Code, body.Error.Message = "internal_error", "internal error"
+			log.Error("request failed", "request_id", body.Error.RequestID, "err", err)
+		}
+		return c.Status(status).JSON(body)
+	}
+}
+
+func fiberCode(status int) string {
+	switch status {
+	case fiber.StatusRequestEntityTooLarge:
+		return "body_too_large"
+	case fiber.StatusNotFound:
+		return "not_found"
+	case fiber.StatusMethodNotAllowed:
+		return "method_not_allowed"
+	case fiber.StatusBadRequest:
+		return "bad_request"
+	case fiber.StatusRequestTimeout:
+		return "request_timeout"
+	case fiber.StatusUnsupportedMediaType:
+		return "unsupported_media_type"
+	default:
+		if status >= 500 {
+			return "internal_error"
+		}
+		return "error"
+	}
+}
+
+// BindJSON decodes the request body into v, rejecting unknown fields,
+// trailing data and non-JSON bodies with 400 invalid_json.
+func BindJSON(c *fiber.Ctx, v any) error {
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		return apperr.New(apperr.Invalid, "invalid_json", "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return apperr.Wrap(err, apperr.Invalid, "invalid_json", "invalid JSON body: "+err.Error())
+	}
+	if dec.More() {
+		return apperr.New(apperr.Invalid, "invalid_json", "trailing data after the JSON object")
+	}
+	return nil
+}
+
+// Invalid returns a 400 error for one field.
+func Invalid(field, format string, args ...any) error {
+	return apperr.New(apperr.Invalid, "invalid_"+field, fmt.Sprintf(format, args...)).WithDetail("field", field)
+}
+
+// MountMetrics serves /metrics from the metrics registry.
+func MountMetrics(app *fiber.App) {
+	app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler()))
+}

@@ -1,0 +1,351 @@
+// Package testenv runs real minigate instances against the simulator for
+// end-to-end tests: one simulator per test process (the WeChat SDK's
+// endpoint hook is process-wide), and per test a fresh database, freshly
+// generated apps and a minigate instance listening on a loopback port.
+//
+// App ids are made unique per test ("wx" becomes "wx-3f9a1c"), because the
+// simulator is shared; use Env.App("wx").ID in URLs.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/minigate/minigate/internal/app"
+	"github.com/minigate/minigate/internal/config"
+	"github.com/minigate/minigate/internal/pgtest"
+	"github.com/minigate/minigate/sandbox"
+)
+
+// APIKey is the operator API key every test instance accepts.
+const APIKey = "test-operator-key-0123456789"
+
+var (
+	simOnce sync.Once
+	sim     *sandbox.Sandbox
+	simURL  string
+	simErr  error
+
+	keyOnce sync.Once
+	keys    []*rsa.PrivateKey
+	keyMu   sync.Mutex
+	keyNext int
+)
+
+// Simulator returns the process's shared simulator and its base URL
+// (ending in /sandbox).
+func Simulator(t testing.TB) (*sandbox.Sandbox, string) {
+	t.Helper()
+	simOnce.Do(func() {
+		sim = sandbox.New(sandbox.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		srv := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 20 << 20})
+		srv.Mount("/sandbox", sim.Handler())
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			simErr = err
+			return
+		}
+		go func() { _ = srv.Listener(ln) }()
+		simURL = "http://" + ln.Addr().String() + "/sandbox"
+	})
+	if simErr != nil {
+		t.Fatalf("testenv: simulator: %v", simErr)
+	}
+	return sim, simURL
+}
+
+// Key hands out RSA keys from a small pool generated once per process, so
+// tests do not spend seconds generating keys. Consecutive calls return
+// different keys.
+func Key() (*rsa.PrivateKey, error) {
+	keyOnce.Do(func() {
+		for range 8 {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			keys = append(keys, k)
+		}
+	})
+	keyMu.Lock()
+	defer keyMu.Unlock()
+	k := keys[keyNext%len(keys)]
+	keyNext++
+	return k, nil
+}
+
+// Spec describes the instance a test wants.
+type Spec struct {
+	// Apps to generate; IDs are short names made unique per test.
+	Apps []sandbox.AppSpec
+	// Events configures event delivery (optional).
+	Events config.Events
+	// Configure adjusts the config before the instance is built.
+	Configure func(*config.Config)
+	// DatabaseURL reuses a database (e.g. to run two instances on one);
+	// empty means a fresh one.
+	DatabaseURL string
+	// Now replaces the clock in domain services.
+	Now func() time.Time
+}
+
+// Env is a running minigate instance wired to the simulator.
+type Env struct {
+	T          testing.TB
+	URL        string // minigate's base URL
+	Minigate   *app.App
+	Config     *config.Config
+	DB         *sqlx.DB
+	DBURL      string
+	Sandbox    *sandbox.Sandbox
+	SandboxURL string
+	Logs       *LogBuffer
+
+	apps map[string]*config.App
+}
+
+// Start builds, migrates and starts an instance for t; it is shut down when
+// the test ends.
+func Start(t testing.TB, spec Spec) *Env {
+	t.Helper()
+	sb, sbURL := Simulator(t)
+	dbURL := spec.DatabaseURL
+	if dbURL == "" {
+		dbURL = pgtest.NewURL(t)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	public := "http://" + ln.Addr().String()
+	suffix := randomHex(3)
+	e := &Env{T: t, URL: public, Sandbox: sb, SandboxURL: sbURL, DBURL: dbURL, Logs: &LogBuffer{}, apps: map[string]*config.App{}}
+	cfg := &config.Config{
+		Listen:      ln.Addr().String(),
+		DatabaseURL: dbURL,
+		PublicURL:   public,
+		SecretKey:   "test-secret-key-0123456789abcdef0123456789",
+		APIKeys:     []config.APIKey{{Name: "test", Key: APIKey}},
+		Events:      spec.Events,
+		Endpoints:   sandbox.Endpoints(sbURL),
+	}
+	for _, as := range spec.Apps {
+		short := as.ID
+		as.ID = short + "-" + suffix
+		as.PublicURL = public
+		if as.Key == nil {
+			as.Key = Key
+		}
+		sbApp, cfgApp, err := sandbox.NewAppPair(as)
+		if err != nil {
+			t.Fatalf("testenv: app %s: %v", short, err)
+		}
+		sb.AddApp(sbApp)
+		cfg.Apps = append(cfg.Apps, cfgApp)
+		e.apps[short] = cfgApp
+	}
+	if spec.Configure != nil {
+		spec.Configure(cfg)
+	}
+	if err := config.Finish(cfg); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	e.Config = cfg
+	log := slog.New(slog.NewJSONHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx := context.Background()
+	a, err := app.New(ctx, cfg, app.Options{Logger: log, Migrate: true, JobPollInterval: 50 * time.Millisecond, Now: spec.Now})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	e.Minigate, e.DB = a, a.DB
+	if err := a.Start(ctx); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	go func() { _ = a.Serve(ln) }()
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Shutdown(sctx)
+		if t.Failed() {
+			t.Logf("minigate logs (last 64 KiB):\n%s", e.Logs.Tail(64<<10))
+		}
+	})
+	return e
+}
+
+// App returns the configured app generated for short name name.
+func (e *Env) App(name string) *config.App {
+	a, ok := e.apps[name]
+	if !ok {
+		e.T.Fatalf("testenv: no app %q", name)
+	}
+	return a
+}
+
+// SandboxApp returns the simulator's view of app short name name.
+func (e *Env) SandboxApp(name string) *sandbox.App {
+	return e.Sandbox.App(e.App(name).ID)
+}
+
+// Response is a finished HTTP exchange.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Decode unmarshals the body into v, failing the test on error.
+func (r *Response) Decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %d response %q: %v", r.Status, r.Body, err)
+	}
+}
+
+// ErrorCode returns the contract error code in the body, if any.
+func (r *Response) ErrorCode() string {
+	var b struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(r.Body, &b)
+	return b.Error.Code
+}
+
+// Opt adjusts a request.
+type Opt func(*http.Request)
+
+// Bearer authenticates with token.
+func Bearer(token string) Opt {
+	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
+}
+
+// Operator authenticates with the test API key.
+func Operator() Opt { return Bearer(APIKey) }
+
+// Header sets a header.
+func Header(k, v string) Opt { return func(r *http.Request) { r.Header.Set(k, v) } }
+
+// Do sends a request to minigate. body may be nil, []byte, string or a value
+// to encode as JSON.
+func (e *Env) Do(method, path string, body any, opts ...Opt) *Response {
+	e.T.Helper()
+	return Do(e.T, method, e.URL+path, body, opts...)
+}
+
+// Do sends a request to an absolute URL.
+func Do(t testing.TB, method, url string, body any, opts ...Opt) *Response {
+	t.Helper()
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, ctype = bytes.NewReader(raw), "application/json"
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for _, o := range opts {
+		o(req)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// MintCode asks the simulator for a login code for user name of app short name.
+func (e *Env) MintCode(app, name string) string {
+	e.T.Helper()
+	code, err := e.Sandbox.MintCode(e.App(app).ID, name, "login")
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return code
+}
+
+// LogBuffer collects an instance's logs (safe for concurrent writes).
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns everything logged so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// Tail returns at most the last n bytes.
+func (l *LogBuffer) Tail(n int) string {
+	s := l.String()
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// Eventually polls cond every 20ms until it returns true or timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", timeout, fmt.Sprint(what))
+}
