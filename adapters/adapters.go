@@ -258,3 +258,14 @@ func (r *rewriter) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.Host = r.to.Host
 	return r.next.RoundTrip(out)
 }
+
+// TokenSource hands adapters a valid access token for their app. It is
+// implemented by internal/accesstoken (shared through Postgres).
+type TokenSource interface {
+	// Token returns a valid token.
+	Token(ctx context.Context) (string, error)
+	// Refresh is called after the platform rejected stale as invalid; it
+	// returns a new token (refreshing at the platform at most once, however
+	// many callers report the same stale token).
+	Refresh(ctx context.Context, stale string) (string, error)
+}
