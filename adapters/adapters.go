@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/minigate/minigate/internal/apperr"
+	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/metrics"
 )
 
@@ -268,4 +270,33 @@ type TokenSource interface {
 	// returns a new token (refreshing at the platform at most once, however
 	// many callers report the same stale token).
 	Refresh(ctx context.Context, stale string) (string, error)
+}
+
+// Options are what every adapter constructor takes besides its app's config:
+//
+//	wechat.New(app, opts) / qq.New(app, opts) / alipay.New(app, opts)   sessions.Authenticator, sessions.PhoneNumberer
+//	wechat.NewTokenFetcher(app, opts) / qq.NewTokenFetcher(app, opts)   accesstoken.Fetcher
+//	wechat.NewMessageVerifier(app, opts) / qq… / alipay…                 webhooks.MessageVerifier
+//	wechat.NewPay(app, opts) / qq.NewPay(app, opts) / alipay.NewPay(app, opts)  orders.Payments
+type Options struct {
+	// Endpoints are the platforms' base URLs.
+	Endpoints config.Endpoints
+	// Timeout bounds each platform call.
+	Timeout time.Duration
+	// Tokens supplies access tokens (WeChat/QQ calls that need one).
+	Tokens TokenSource
+	// CallbackWindow is how far a callback's timestamp may be from now.
+	CallbackWindow time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger for adapter diagnostics (never secrets).
+	Logger *slog.Logger
+}
+
+// Clock returns o.Now or time.Now.
+func (o Options) Clock() func() time.Time {
+	if o.Now != nil {
+		return o.Now
+	}
+	return time.Now
 }
