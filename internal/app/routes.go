@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -30,7 +31,10 @@ func (a *App) ready(c *fiber.Ctx) error {
 		return apperr.Wrap(err, apperr.NotReady, "database_unreachable", "the database is unreachable")
 	}
 	if err := db.CheckSchema(ctx, a.DB.DB); err != nil {
-		return apperr.Wrap(err, apperr.NotReady, "schema_behind", err.Error())
+		if errors.Is(err, db.ErrSchemaBehind) {
+			return apperr.Wrap(err, apperr.NotReady, "schema_behind", err.Error())
+		}
+		return apperr.Wrap(err, apperr.NotReady, "database_unreachable", "the database schema could not be checked")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }

@@ -72,6 +72,7 @@ func RequestID(c *fiber.Ctx) string {
 func accessLog(log *slog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		start := time.Now()
+		own := c.Route() // this middleware's route: still current after Next when nothing matched
 		err := c.Next()
 		status := c.Response().StatusCode()
 		if err != nil {
@@ -83,7 +84,7 @@ func accessLog(log *slog.Logger) fiber.Handler {
 			status = c.Response().StatusCode()
 		}
 		route := "unmatched"
-		if r := c.Route(); r.Method != "USE" {
+		if r := c.Route(); r != own {
 			route = r.Path // the pattern, e.g. /v1/orders/:id
 		}
 		elapsed := time.Since(start)
@@ -191,4 +192,16 @@ func Invalid(field, format string, args ...any) error {
 // MountMetrics serves /metrics from the metrics registry.
 func MountMetrics(app *fiber.App) {
 	app.Get("/metrics", adaptor.HTTPHandler(metrics.Handler()))
+}
+
+// LimitBody refuses bodies larger than n bytes with 413 body_too_large. The
+// server-wide limit is the largest any route accepts (media uploads); routes
+// that take small bodies (callbacks, JSON APIs) add this.
+func LimitBody(n int) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		if len(c.Body()) > n {
+			return apperr.Newf(apperr.TooLarge, "body_too_large", "request body exceeds %d bytes", n)
+		}
+		return c.Next()
+	}
 }
