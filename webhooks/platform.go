@@ -48,6 +48,8 @@ const (
 	RejectForeignMerchant  RejectReason = "foreign_merchant"
 	RejectMalformed        RejectReason = "malformed"
 	RejectUnsupported      RejectReason = "unsupported"
+	// RejectTooLarge is set by the pipeline for bodies over the limit.
+	RejectTooLarge RejectReason = "body_too_large"
 )
 
 // VerifyError is returned by verifiers for callbacks that must not be
@@ -58,6 +60,7 @@ type VerifyError struct {
 	Detail string
 }
 
+// Error implements error; it names the reason and the operator detail.
 func (e *VerifyError) Error() string {
 	if e.Detail == "" {
 		return fmt.Sprintf("webhooks: rejected: %s", e.Reason)
@@ -95,6 +98,12 @@ type Message struct {
 	ThumbURL     string `json:"ThumbUrl,omitempty"`
 	ThumbMediaID string `json:"ThumbMediaId,omitempty"`
 	SessionFrom  string `json:"SessionFrom,omitempty"`
+	// DedupKey, when a verifier sets it, identifies the push across the
+	// platform's retries; set it for platforms whose pushes carry an id
+	// other than MsgId (Alipay's notify_id / msg id). When empty,
+	// MessageDedupKey derives the key from MsgId, or from
+	// FromUserName+CreateTime+Event for events.
+	DedupKey string `json:"-"`
 	// Fields holds every field of the plaintext message as parsed, so
 	// unknown types and events are stored as they came.
 	Fields map[string]any `json:"-"`
