@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -247,7 +248,9 @@ func (s *Sandbox) MintCode(appID, name, kind string) (string, error) {
 	code := randomHex(16)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.codes[code] = &loginCode{app: appID, user: name, kind: kind, expires: s.now().Add(CodeTTL)}
+	// Clone: control routes pass fiber path parameters, which point into
+	// buffers fiber reuses after the handler returns.
+	s.codes[code] = &loginCode{app: strings.Clone(appID), user: strings.Clone(name), kind: strings.Clone(kind), expires: s.now().Add(CodeTTL)}
 	return code, nil
 }
 
