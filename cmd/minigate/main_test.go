@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,7 +106,7 @@ func TestServeSandboxModeAndGracefulShutdown(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(binary, "serve")
 	cmd.Env = append(os.Environ(), "MINIGATE_CONFIG=", "MINIGATE_LISTEN="+addr, "DATABASE_URL="+pgtest.NewURL(t))
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr syncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -170,4 +171,49 @@ func TestServeSandboxModeAndGracefulShutdown(t *testing.T) {
 	if !strings.Contains(stderr.String(), "shutting down") {
 		t.Errorf("no shutdown log: %s", stderr.String())
 	}
+}
+
+// TestStandaloneSandboxWritesAUsableConfig runs `minigate sandbox
+// --write-config` and feeds the written file to `minigate migrate`.
+func TestStandaloneSandboxWritesAUsableConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sb := exec.Command(binary, "sandbox", "--listen", freeAddr(t), "--write-config", dir)
+	var out syncBuffer
+	sb.Stdout, sb.Stderr = &out, &out
+	if err := sb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Process.Kill(); _ = sb.Wait() })
+	cfg := filepath.Join(dir, "minigate.yaml")
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "sandbox listening") {
+		if time.Now().After(deadline) {
+			t.Fatalf("simulator did not start: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mig := exec.Command(binary, "migrate", "--config", cfg)
+	mig.Env = append(os.Environ(), "DATABASE_URL="+pgtest.NewURL(t))
+	if res, err := mig.CombinedOutput(); err != nil || !strings.Contains(string(res), "schema is current") {
+		t.Fatalf("migrate with written config: %v\n%s", err, res)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
