@@ -3,7 +3,7 @@
 GO       ?= go
 TESTFLAGS ?=
 
-.PHONY: run test build
+.PHONY: run test build fuzz
 
 ## run: start minigate (sandbox mode without CONFIG=file)
 run:
@@ -24,3 +24,8 @@ test:
 build:
 	$(GO) build -o bin/minigate ./cmd/minigate
 
+
+## fuzz: every fuzz target for FUZZTIME each (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	scripts/fuzz.sh $(FUZZTIME)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/rand"
+	"errors"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -166,4 +167,26 @@ func TestDecodeEncodingAESKey(t *testing.T) {
 	if err != nil || len(k) != 32 {
 		t.Fatalf("got %d bytes, %v", len(k), err)
 	}
+}
+
+// FuzzParse: any document either parses into a valid config or fails with a
+// one-line *Error; it never panics.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(validDoc("/nonexistent-key.pem", "/nonexistent-pub.pem")))
+	f.Add([]byte("apps: [{id: a, platform: qq, app_id: '1', app_secret: s}]\ndatabase_url: x\nsecret_key: " + strings.Repeat("k", 32)))
+	f.Add([]byte("{}"))
+	f.Add([]byte("listen: ${X}\napps: [[]]"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		_, err := Parse(doc, env(nil))
+		if err == nil {
+			return
+		}
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Fatalf("error of type %T: %v", err, err)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Fatalf("multi-line error: %q", err)
+		}
+	})
 }
