@@ -259,7 +259,9 @@ func (s *Sandbox) wechatPayAPI(api string, h func(*wechatPayCall) wechatPayReply
 // call when the merchant is unknown; a call and a non-zero reply when the
 // merchant is known but the signature is not valid.
 func (s *Sandbox) wechatPayAuthenticate(c *fiber.Ctx) (*wechatPayCall, wechatPayReply) {
-	auth, err := wechatPayParseAuth(c.Get(fiber.HeaderAuthorization))
+	// Fiber's strings alias its request buffers: copy what outlives the call
+	// (the merchant id keys the ledger and lands in stored orders).
+	auth, err := wechatPayParseAuth(strings.Clone(c.Get(fiber.HeaderAuthorization)))
 	if err != nil {
 		return nil, wechatPayFail(http.StatusUnauthorized, "SIGN_ERROR", "Authorization: "+err.Error())
 	}
@@ -271,7 +273,7 @@ func (s *Sandbox) wechatPayAuthenticate(c *fiber.Ctx) (*wechatPayCall, wechatPay
 	}
 	call := &wechatPayCall{
 		c: c, m: apps[0].WeChatPay, apps: apps, mchID: auth.mchID,
-		body: append([]byte(nil), c.Body()...), accepted: c.Get("Wechatpay-Serial"),
+		body: append([]byte(nil), c.Body()...), accepted: strings.Clone(c.Get("Wechatpay-Serial")),
 	}
 	if auth.serial != call.m.MerchantSerial {
 		return call, wechatPayFail(http.StatusUnauthorized, "SIGN_ERROR", "商户证书序列号有误")
