@@ -491,3 +491,23 @@ func TestListFiltersAndPages(t *testing.T) {
 		}
 	}
 }
+
+// FuzzNewSigner checks that any secret either yields a signer or an error
+// that does not echo it, and never panics.
+func FuzzNewSigner(f *testing.F) {
+	for _, s := range []string{"", "whsec_", vectorSecret, "whsec_!!", "raw secret", "whsec_" + strings.Repeat("A", 1000)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, secret string) {
+		s, err := events.NewSigner(secret)
+		if err != nil {
+			if len(secret) > len("whsec_")+4 && strings.Contains(err.Error(), secret) {
+				t.Fatalf("error echoes the secret: %v", err)
+			}
+			return
+		}
+		if sig := s.Sign("evt_1", time.Unix(1, 0), []byte("{}")); !strings.HasPrefix(sig, "v1,") {
+			t.Fatalf("signature %q", sig)
+		}
+	})
+}

@@ -136,6 +136,9 @@ func rejectedRow(app string, kind Kind, req Request, ve *VerifyError, now time.T
 	if len(body) > rejectedBodyKept {
 		body = body[:rejectedBodyKept]
 	}
+	if body == nil {
+		body = []byte{} // a nil []byte would be NULL
+	}
 	at := req.ReceivedAt
 	if at.IsZero() {
 		at = now
