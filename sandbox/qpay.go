@@ -690,11 +690,13 @@ func qpayDigits(n int) string {
 }
 
 // qpayXML renders a flat document with CDATA values, keys sorted, as QQ
-// wallet writes them.
+// wallet writes them; empty fields are left out.
 func qpayXML(fields map[string]string) []byte {
 	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
+	for k, v := range fields {
+		if v != "" {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	var b bytes.Buffer

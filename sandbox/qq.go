@@ -136,7 +136,11 @@ func (s *Sandbox) qqCode2Session(c *fiber.Ctx) error {
 		return qqError(c, qqErrCodeUsed, "code been used")
 	}
 	u := s.User(a, name)
-	out := fiber.Map{"errcode": 0, "errmsg": "", "openid": u.OpenID, "session_key": qqSessionKey()}
+	key := qqSessionKey()
+	// Kept with WeChat's, so SessionKey and /users/{name}/encrypted-data
+	// work for QQ apps too (QQ open data is encrypted as WeChat's).
+	s.wechat.rememberSessionKey(a.ID, name, key)
+	out := fiber.Map{"errcode": 0, "errmsg": "", "openid": u.OpenID, "session_key": key}
 	if u.UnionID != "" {
 		out["unionid"] = u.UnionID
 	}
