@@ -377,6 +377,15 @@ func TestConcurrentDuplicatePushes(t *testing.T) {
 	if n := len(be.events()); n != 1 {
 		t.Fatalf("backend got %d events, want 1", n)
 	}
+	metrics := string(e.Do("GET", "/metrics", nil).Body)
+	for _, want := range []string{
+		`minigate_callbacks_total{app="` + app + `",kind="messages",outcome="accepted"} 1`,
+		`minigate_callbacks_total{app="` + app + `",kind="messages",outcome="duplicate"} 49`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("metrics lack %s", want)
+		}
+	}
 }
 
 func TestURLVerification(t *testing.T) {

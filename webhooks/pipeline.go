@@ -306,20 +306,21 @@ func (p *Pipeline) keep() int {
 	return defaultRejectedKept
 }
 
-// RejectStatus is the HTTP status a refused callback gets: 413 for an
-// oversize body, 400 for malformed or unsupported input, 403 for a callback
-// addressed to another app or merchant, and 401 for everything that fails
-// authentication (signatures, timestamp window, ciphertext).
+// RejectStatus is the HTTP status a refused callback gets: 401 for what
+// fails authentication (signatures, timestamp window, ciphertext), 403 for
+// a callback addressed to another app or merchant, 413 for an oversize
+// body, and 400 for everything else (malformed, unsupported, and reasons
+// defined by domain packages, such as an unknown order).
 func RejectStatus(r RejectReason) int {
 	switch r {
-	case RejectTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case RejectMalformed, RejectUnsupported:
-		return http.StatusBadRequest
+	case RejectMissingSignature, RejectBadSignature, RejectBadMsgSignature, RejectStaleTimestamp, RejectBadCiphertext:
+		return http.StatusUnauthorized
 	case RejectForeignApp, RejectForeignMerchant:
 		return http.StatusForbidden
+	case RejectTooLarge:
+		return http.StatusRequestEntityTooLarge
 	default:
-		return http.StatusUnauthorized
+		return http.StatusBadRequest
 	}
 }
 

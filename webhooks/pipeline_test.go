@@ -294,7 +294,7 @@ func TestRejectStatus(t *testing.T) {
 		RejectTooLarge: 413, RejectMalformed: 400, RejectUnsupported: 400,
 		RejectForeignApp: 403, RejectForeignMerchant: 403,
 		RejectBadSignature: 401, RejectBadMsgSignature: 401, RejectMissingSignature: 401,
-		RejectStaleTimestamp: 401, RejectBadCiphertext: 401,
+		RejectStaleTimestamp: 401, RejectBadCiphertext: 401, RejectReason("unknown_order"): 400,
 	} {
 		if got := RejectStatus(reason); got != want {
 			t.Errorf("RejectStatus(%s) = %d, want %d", reason, got, want)
