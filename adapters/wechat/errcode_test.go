@@ -55,7 +55,9 @@ func TestMiniprogramError(t *testing.T) {
 		check  func(*adapters.PlatformError) bool
 	}{
 		{"errcode wins", 40029, "invalid code rid: 1", errors.New("Code2Session error : errcode=40029"), adapters.ReasonInvalidCode,
-			func(pe *adapters.PlatformError) bool { return pe.Code == "40029" && pe.Message == "invalid code rid: 1" && pe.Err == nil }},
+			func(pe *adapters.PlatformError) bool {
+				return pe.Code == "40029" && pe.Message == "invalid code rid: 1" && pe.Err == nil
+			}},
 		{"connection refused", 0, "", refused, adapters.ReasonUnreachable,
 			func(pe *adapters.PlatformError) bool { return errors.Is(pe, syscall.ECONNREFUSED) }},
 		{"deadline", 0, "", &url.Error{Op: "Get", URL: secretURL, Err: context.DeadlineExceeded}, adapters.ReasonTimeout,
