@@ -72,6 +72,8 @@ func (s *Sandbox) mountControl(app *fiber.App) {
 	g.Get("/users/:name", s.handleUser)
 	g.Post("/users/:name/messages", s.handlePush)
 	g.Post("/orders/:out_trade_no/pay", s.handlePay)
+	s.mountWeChatControl(g)
+	g.Post("/orders/:out_trade_no/refund-notify", s.handleWeChatPayRefundNotify)
 }
 
 func (s *Sandbox) controlApp(c *fiber.Ctx) (*App, error) {
