@@ -336,10 +336,8 @@ func (s *Service) Me(ctx context.Context, p auth.Principal) (*Me, error) {
 
 // Logout revokes the principal's session.
 func (s *Service) Logout(ctx context.Context, p auth.Principal) error {
-	if _, err := revokeSession(ctx, s.db, p.SessionID, s.now()); err != nil {
-		return err
-	}
-	return nil
+	_, err := revokeSession(ctx, s.db, p.SessionID, s.now())
+	return err
 }
 
 // PhoneNumber resolves a getPhoneNumber code with the platform of the
