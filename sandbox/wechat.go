@@ -43,25 +43,33 @@ const (
 
 // WeChat API errcodes the simulator answers with.
 const (
-	wechatErrBusy          = -1
-	wechatErrInvalidToken  = 40001
-	wechatErrGrantType     = 40002
-	wechatErrMediaID       = 40007
-	wechatErrBadAppID      = 40013
-	wechatErrInvalidCode   = 40029
-	wechatErrBadSecret     = 40125
-	wechatErrCodeUsed      = 40163
-	wechatErrHighRisk      = 40226
-	wechatErrMissingCode   = 41008
-	wechatErrTokenExpired  = 42001
-	wechatErrLoginLimit    = 45011
-	wechatErrDataFormat    = 47001
-	wechatAPIJSCode2Sess   = "jscode2session"
-	wechatAPIStableToken   = "stable_token"
-	wechatAPIToken         = "token"
-	wechatAPIPhoneNumber   = "getuserphonenumber"
-	wechatAPIMediaGet      = "media/get"
-	wechatRiskyUserPrefix  = "risky-"
+	wechatErrInvalidToken = 40001
+	wechatErrGrantType    = 40002
+	wechatErrMediaID      = 40007
+	wechatErrBadAppID     = 40013
+	wechatErrInvalidCode  = 40029
+	wechatErrBadSecret    = 40125
+	wechatErrCodeUsed     = 40163
+	wechatErrHighRisk     = 40226
+	wechatErrMissingCode  = 41008
+	wechatErrTokenExpired = 42001
+	wechatErrLoginLimit   = 45011
+	wechatErrDataFormat   = 47001
+)
+
+// API names that WeChatError.API selects.
+const (
+	wechatAPIJSCode2Sess = "jscode2session"
+	wechatAPIStableToken = "stable_token"
+	wechatAPIToken       = "token"
+	wechatAPIPhoneNumber = "getuserphonenumber"
+	wechatAPIMediaGet    = "media/get"
+)
+
+const (
+	// wechatRiskyUserPrefix marks simulated users WeChat refuses (40226).
+	wechatRiskyUserPrefix = "risky-"
+	// wechatSessionKeyLength is the session_key's length in bytes.
 	wechatSessionKeyLength = 16
 )
 

@@ -422,3 +422,24 @@ func TestNewMessageCodecRejectsBadSettings(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkOpenMessage(b *testing.B) {
+	for _, mode := range []string{"plaintext", "safe"} {
+		for _, format := range []string{"xml", "json"} {
+			b.Run(mode+"/"+format, func(b *testing.B) {
+				plain := []byte(textXML)
+				if format == "json" {
+					plain = []byte(textJSON)
+				}
+				c := testCodec(b, testAESKey)
+				req := pushRequest(plain, mode, silenceperEncrypt(b, testAppID, plain))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := c.OpenMessage(req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
