@@ -352,3 +352,15 @@ func writeClientCert(t *testing.T, cn string) (certFile, keyFile string) {
 	}
 	return certFile, keyFile
 }
+
+func BenchmarkParseNotification(b *testing.B) {
+	p := testPay(b)
+	body := signedBody(paidFields(), testAPIKey)
+	req := webhooks.Request{Method: http.MethodPost, Body: body}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ParseNotification(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
