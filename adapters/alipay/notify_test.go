@@ -285,3 +285,20 @@ func FuzzParseNotification(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseNotification(b *testing.B) {
+	k, _ := testenv.Key()
+	app := &config.App{ID: "bench", Platform: config.Alipay, AppID: "2019073166072302", PrivateKey: k,
+		AlipayPublicKey: parsePublicKey(b, vectorAlipayKey), Pay: &config.Pay{SellerID: "2088531891668739"}}
+	p, err := alipay.NewPay(app, adapters.Options{Endpoints: config.Endpoints{AlipayGateway: "http://127.0.0.1:1/gateway.do"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := formRequest(vectorForm())
+	b.ResetTimer()
+	for range b.N {
+		if _, err := p.ParseNotification(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -185,7 +185,7 @@ func (p *Pay) Refund(ctx context.Context, req orders.RefundRequest) (orders.Refu
 		return ref, err
 	}
 	confirmed, qerr := p.QueryRefund(ctx, req.OutTradeNo, req.OutRefundNo)
-	if qerr != nil {
+	if qerr != nil || confirmed.State != orders.RefundSucceeded {
 		return ref, nil
 	}
 	return confirmed, nil

@@ -228,3 +228,17 @@ func FuzzFormatYuan(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkFormatYuan(b *testing.B) {
+	for i := range b.N {
+		_ = FormatYuan(int64(i))
+	}
+}
+
+func BenchmarkParseYuan(b *testing.B) {
+	for range b.N {
+		if _, err := ParseYuan("12345.67"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
