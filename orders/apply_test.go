@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -384,5 +385,29 @@ func TestBackoffSchedule(t *testing.T) {
 	}
 	if d := got[0].NextCheckAt.Sub(now); d < 3*time.Minute-time.Second || d > 3*time.Minute+time.Second {
 		t.Fatalf("next check near expiry in %v, want 3m", d)
+	}
+}
+
+func TestApplyReconciled(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	o := f.order(t, StatusPaying)
+	for range 2 { // a bill read twice moves the order once
+		got, err := f.svc.ApplyReconciled(ctx, "shop", *f.paid(o))
+		if err != nil || got.Status != StatusPaid {
+			t.Fatalf("reconciled: %v %v", got, err)
+		}
+	}
+	if n := f.count(t, `SELECT count(*) FROM order_events WHERE order_id = $1 AND source = 'reconcile' AND to_status = 'paid'`, o.ID); n != 1 {
+		t.Fatalf("%d reconcile moves, want 1", n)
+	}
+	unknown := f.paid(o)
+	unknown.OutTradeNo = "NOSUCHORDER1"
+	if _, err := f.svc.ApplyReconciled(ctx, "shop", *unknown); !errors.Is(err, errOrderNotFound) {
+		t.Fatalf("unknown order: %v", err)
+	}
+	if _, err := f.svc.ApplyReconciled(ctx, "nope", *f.paid(o)); !errors.Is(err, errAppNotFound) {
+		t.Fatalf("unknown app: %v", err)
 	}
 }

@@ -554,6 +554,7 @@ func testRaceClose(t *testing.T, s *suite) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
+			time.Sleep(time.Duration(i*i) * time.Millisecond) // vary who wins
 			payRep, payErr = s.e.Sandbox.Pay(context.Background(), s.e.SandboxApp("shop"), o.OutTradeNo, sandbox.Faults{})
 		}()
 		go func() {

@@ -154,7 +154,7 @@ type View struct {
 	Replayed  bool            `json:"-"`
 }
 
-// eventData is the data of order.* events.
+// orderEventData is the data of order.* events.
 func orderEventData(o *Order) map[string]any {
 	d := map[string]any{
 		"order_id":        o.ID,

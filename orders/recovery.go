@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -269,4 +270,31 @@ func (s *Service) Register(workers *river.Workers) (*river.PeriodicJob, error) {
 	return river.NewPeriodicJob(river.PeriodicInterval(SweepInterval),
 		func() (river.JobArgs, *river.InsertOpts) { return SweepArgs{}, nil },
 		&river.PeriodicJobOpts{ID: SweepArgs{}.Kind(), RunOnStart: true}), nil
+}
+
+// ApplyReconciled applies what a platform bill says about one of app's
+// orders (source reconcile), with the same checks and state moves as a
+// notification: a bill row showing a payment minigate missed marks the
+// order paid once; one that disagrees with the order flags it.
+func (s *Service) ApplyReconciled(ctx context.Context, appID string, t Transaction) (*Order, error) {
+	a, ok := s.apps[appID]
+	if !ok {
+		return nil, errAppNotFound
+	}
+	var out *Order
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		o, err := getOrder(ctx, tx, OrderGetByOutTradeNoForUpdate, a.ID, t.OutTradeNo)
+		if errors.Is(err, ErrNotFound) {
+			return errOrderNotFound
+		}
+		if err != nil {
+			return err
+		}
+		out, err = s.applyTransaction(ctx, tx, a, o, &t, SourceReconcile, map[string]any{"platform_state": string(t.State)})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
