@@ -88,6 +88,12 @@ func New(pool *sqlx.DB, apps []App, opts Options) (*Service, error) {
 	return s, nil
 }
 
+// clock returns the current time at the precision Postgres stores, so that
+// times in responses equal the stored ones.
+func (s *Service) clock() time.Time {
+	return s.now().UTC().Truncate(time.Microsecond)
+}
+
 // errAppNotFound is returned for an unknown {app}.
 var errAppNotFound = apperr.New(apperr.NotFound, "app_not_found", "no such app")
 
@@ -162,7 +168,7 @@ func (s *Service) Login(ctx context.Context, appID, code string, preferUnionID b
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
+	now := s.clock()
 	n := newIdentity{
 		App: a.ID, Platform: a.Platform, OpenID: login.OpenID,
 		UnionID: login.UnionID, UnionScope: a.UnionScope, AlipayUserID: login.AlipayUserID, At: now,
@@ -246,7 +252,7 @@ func (s *Service) ResolveSession(ctx context.Context, token string) (auth.Princi
 	if len(token) != tokenLen {
 		return auth.Principal{}, fmt.Errorf("sessions: malformed token: %w", auth.ErrUnauthenticated)
 	}
-	row, err := getActiveSessionByTokenHash(ctx, s.db, hashToken(token), s.now())
+	row, err := getActiveSessionByTokenHash(ctx, s.db, hashToken(token), s.clock())
 	if errors.Is(err, ErrNotFound) {
 		return auth.Principal{}, fmt.Errorf("sessions: no active session: %w", auth.ErrUnauthenticated)
 	}
@@ -336,7 +342,7 @@ func (s *Service) Me(ctx context.Context, p auth.Principal) (*Me, error) {
 
 // Logout revokes the principal's session.
 func (s *Service) Logout(ctx context.Context, p auth.Principal) error {
-	_, err := revokeSession(ctx, s.db, p.SessionID, s.now())
+	_, err := revokeSession(ctx, s.db, p.SessionID, s.clock())
 	return err
 }
 
@@ -363,7 +369,7 @@ func (s *Service) PhoneNumber(ctx context.Context, p auth.Principal, code string
 	if phone.PhoneNumber == "" {
 		return nil, apperr.New(apperr.Unavailable, "platform_bad_response", "the platform returned no phone number")
 	}
-	now := s.now()
+	now := s.clock()
 	if err := setUserPhone(ctx, s.db, p.UserID, phone, now); err != nil {
 		return nil, fmt.Errorf("sessions: phone number: %w", err)
 	}

@@ -82,7 +82,8 @@ type meResponse struct {
 		UnionID  *string `json:"unionid"`
 	} `json:"identities"`
 	Session struct {
-		App string `json:"app"`
+		App       string    `json:"app"`
+		ExpiresAt time.Time `json:"expires_at"`
 	} `json:"session"`
 }
 
@@ -194,10 +195,10 @@ func runContract(t *testing.T, e *testenv.Env, pc platformCase, clk *clock) {
 			t.Fatalf("second login: user %s token reused=%v, want user %s and a new token",
 				second.User.ID, second.Token == first.Token, first.User.ID)
 		}
-		for _, tok := range []string{first.Token, second.Token} {
-			m, r := me(t, e, tok)
-			if r.Status != 200 || m.ID != first.User.ID || len(m.Identities) != 1 {
-				t.Fatalf("GET /v1/me = %d %s", r.Status, r.Body)
+		for _, res := range []loginResponse{first, second} {
+			m, r := me(t, e, res.Token)
+			if r.Status != 200 || m.ID != first.User.ID || len(m.Identities) != 1 || !m.Session.ExpiresAt.Equal(res.ExpiresAt) {
+				t.Fatalf("GET /v1/me = %d %s (login said expires_at %v)", r.Status, r.Body, res.ExpiresAt)
 			}
 		}
 	})
