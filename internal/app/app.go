@@ -81,7 +81,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 			log.Info("migrations applied", "count", len(applied))
 		}
 	}
-	platforms, err := buildPlatforms(cfg, log)
+	platforms, err := buildPlatforms(cfg, a.DB, opts.Now, log)
 	if err != nil {
 		a.close()
 		return nil, err

@@ -3,15 +3,73 @@ package app
 import (
 	"context"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/riverqueue/river"
 
+	customerservice "github.com/minigate/minigate/customer-service"
+	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/auth"
+	"github.com/minigate/minigate/sessions"
+	"github.com/minigate/minigate/webhooks"
 )
 
 // buildModules constructs the domain services, registers their River workers
 // and periodic jobs, and collects their routes.
 func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Workers) (*modules, error) {
 	m := &modules{}
-	m.auth = auth.New(a.Config.APIKeys, nil)
+	sess, err := a.buildSessions(opts)
+	if err != nil {
+		return nil, err
+	}
+	m.auth = auth.New(a.Config.APIKeys, sess)
+	m.routes = append(m.routes, sess.Routes)
+
+	// Events to the business backend, and the callback pipeline that
+	// message pushes (and payment notifications) go through.
+	evs, err := events.New(a.DB, events.Options{
+		URL: a.Config.Events.URL, Secret: a.Config.Events.Secret,
+		Logger: a.Log.With("component", "events"), Now: opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m.workerCount += evs.AddWorkers(workers)
+	m.withRiver = append(m.withRiver, evs.UseRiver)
+	callbacks := webhooks.NewPipeline(a.DB, webhooks.Options{
+		BodyLimit: a.Config.Limits.BodyBytes, RejectedKept: a.Config.Limits.RejectedCallbacksKept,
+		Logger: a.Log.With("component", "webhooks"), Now: opts.Now,
+	})
+	verifiers := map[string]webhooks.MessageVerifier{}
+	for id, p := range a.platforms {
+		if p.Messages != nil {
+			verifiers[id] = p.Messages
+		}
+	}
+	if err := a.buildOrders(m, opts, workers, sess, evs, callbacks); err != nil {
+		return nil, err
+	}
+	messages := webhooks.NewMessages(callbacks, verifiers, customerservice.NewInbox(evs, opts.Now))
+	m.routes = append(m.routes, func(r fiber.Router, au *auth.Authenticator) {
+		messages.Mount(r)
+		callbacks.MountOperator(r, au)
+		evs.Mount(r, au)
+	})
 	return m, nil
+}
+
+// buildSessions constructs the sessions service (logins, session tokens,
+// phone numbers, decryption) over every app with a login adapter.
+func (a *App) buildSessions(opts Options) (*sessions.Service, error) {
+	var apps []sessions.App
+	for _, c := range a.Config.Apps {
+		p := a.platforms[c.ID]
+		apps = append(apps, sessions.App{
+			ID: c.ID, Platform: string(c.Platform), AppID: c.AppID, UnionScope: c.UnionScope,
+			Login: p.Login, Phone: p.Phone,
+		})
+	}
+	return sessions.New(a.DB, apps, sessions.Options{
+		SecretKey: a.Config.SecretKey, TTL: a.Config.Sessions.TTL, Now: opts.Now,
+		Logger: a.Log.With("component", "sessions"),
+	})
 }

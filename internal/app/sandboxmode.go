@@ -21,7 +21,8 @@ const (
 // without a config file: demo apps for WeChat, QQ and Alipay whose endpoints
 // point at the simulator mounted under /sandbox on the same listener, with
 // keys generated now. lookup reads MINIGATE_LISTEN,
-// MINIGATE_SANDBOX_API_KEY and DATABASE_URL.
+// MINIGATE_SANDBOX_API_KEY, DATABASE_URL, and MINIGATE_EVENTS_URL with
+// MINIGATE_EVENTS_SECRET (where to deliver events; unset: recorded only).
 func SandboxMode(lookup func(string) (string, bool)) (*config.Config, *sandbox.Sandbox, error) {
 	listen := config.DefaultListen
 	if v, ok := lookup("MINIGATE_LISTEN"); ok && v != "" {
@@ -56,6 +57,10 @@ func SandboxMode(lookup func(string) (string, bool)) (*config.Config, *sandbox.S
 		Endpoints:   sandbox.Endpoints(public + "/sandbox"),
 		Apps:        cfgApps,
 		Sandbox:     true,
+	}
+	if v, ok := lookup("MINIGATE_EVENTS_URL"); ok && v != "" {
+		cfg.Events.URL = v
+		cfg.Events.Secret, _ = lookup("MINIGATE_EVENTS_SECRET")
 	}
 	if err := config.Finish(cfg); err != nil {
 		return nil, nil, err
