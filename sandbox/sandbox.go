@@ -290,7 +290,9 @@ func randomHex(n int) string {
 
 // Handler returns the simulator's routes, to be mounted at /sandbox.
 func (s *Sandbox) Handler() *fiber.App {
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 20 << 20})
+	// Immutable: the simulator keeps request values (ids, names) in its
+	// state; Fiber's strings would otherwise alias reused buffers.
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 20 << 20, Immutable: true})
 	s.mountControl(app)
 	s.mountWeChat(app.Group("/wechat"))
 	s.mountWeChatPay(app.Group("/wechatpay"))

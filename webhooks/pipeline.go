@@ -313,7 +313,7 @@ func (p *Pipeline) keep() int {
 // defined by domain packages, such as an unknown order).
 func RejectStatus(r RejectReason) int {
 	switch r {
-	case RejectMissingSignature, RejectBadSignature, RejectBadMsgSignature, RejectStaleTimestamp, RejectBadCiphertext:
+	case RejectMissingSignature, RejectBadSignature, RejectBadMsgSignature, RejectStaleTimestamp, RejectBadCiphertext, RejectUnencrypted:
 		return http.StatusUnauthorized
 	case RejectForeignApp, RejectForeignMerchant:
 		return http.StatusForbidden

@@ -44,6 +44,7 @@ const (
 	RejectBadMsgSignature  RejectReason = "bad_msg_signature"
 	RejectStaleTimestamp   RejectReason = "stale_timestamp"
 	RejectBadCiphertext    RejectReason = "bad_ciphertext"
+	RejectUnencrypted      RejectReason = "unencrypted"
 	RejectForeignApp       RejectReason = "foreign_app"
 	RejectForeignMerchant  RejectReason = "foreign_merchant"
 	RejectMalformed        RejectReason = "malformed"

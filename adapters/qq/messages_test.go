@@ -18,6 +18,7 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/qq"
+	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/sandbox"
 	"github.com/minigate/minigate/webhooks"
@@ -59,21 +60,28 @@ func TestMessagePushes(t *testing.T) {
 	t.Parallel()
 	sim, base := testenv.Simulator(t)
 	sink := newPushSink(t)
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	sb, cfg, err := sandbox.NewAppPair(sandbox.AppSpec{ID: "qqmsg-" + hex.EncodeToString(b), Platform: sandbox.QQ,
-		PublicURL: sink.URL, Key: testenv.Key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim.AddApp(sb)
-	v, err := qq.NewMessageVerifier(cfg, adapters.Options{Endpoints: sandbox.Endpoints(base), CallbackWindow: 5 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	user := sim.User(sb, "dora")
 	ctx := context.Background()
+	var (
+		v  webhooks.MessageVerifier
+		sb *sandbox.App
+	)
 	for _, mode := range []string{sandbox.PushModePlaintext, sandbox.PushModeCompatible, sandbox.PushModeSafe} {
+		// Each mode is its own console setting: a plaintext-mode app has no
+		// EncodingAESKey (and an app with one refuses plaintext pushes).
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		var cfg *config.App
+		var err error
+		sb, cfg, err = sandbox.NewAppPair(sandbox.AppSpec{ID: "qqmsg-" + hex.EncodeToString(b), Platform: sandbox.QQ,
+			PublicURL: sink.URL, MessageMode: mode, Key: testenv.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sim.AddApp(sb)
+		if v, err = qq.NewMessageVerifier(cfg, adapters.Options{Endpoints: sandbox.Endpoints(base), CallbackWindow: 5 * time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		user := sim.User(sb, "dora")
 		for _, format := range []string{sandbox.PushFormatXML, sandbox.PushFormatJSON} {
 			content := "你好 " + mode + " " + format
 			rep, err := sim.Push(ctx, sb, "dora", sandbox.PushRequest{Type: "text", Content: content, Mode: mode, Format: format})

@@ -113,6 +113,12 @@ func (c *MessageCodec) OpenMessage(req webhooks.Request) (*webhooks.Message, err
 	if !encrypted && encryptType == "aes" {
 		return nil, webhooks.Reject(webhooks.RejectMalformed, "encrypt_type=aes but no Encrypt field")
 	}
+	if !encrypted && c.key != nil {
+		// A plaintext push is signed over the query only, not the body:
+		// with an EncodingAESKey configured (compatible or safe mode) only
+		// encrypted bodies prove they came from the platform.
+		return nil, webhooks.Reject(webhooks.RejectUnencrypted, "plaintext push while an EncodingAESKey is configured")
+	}
 	if encrypted {
 		enc, ok := encVal.(string)
 		if !ok {

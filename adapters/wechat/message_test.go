@@ -270,6 +270,7 @@ func TestOpenMessageRejects(t *testing.T) {
 		{"foreign app id", testAESKey, webhooks.Request{}, resign(silenceperEncrypt(t, "wxforeign000000000", plain)), webhooks.RejectForeignApp},
 		{"app id prefix only", testAESKey, webhooks.Request{}, resign(silenceperEncrypt(t, testAppID[:10], plain)), webhooks.RejectForeignApp},
 		{"no app id", testAESKey, webhooks.Request{}, resign(silenceperEncrypt(t, "", plain)), webhooks.RejectForeignApp},
+		{"plaintext body with a key configured", testAESKey, pushRequest(plain, "plaintext", ""), nil, webhooks.RejectUnencrypted},
 		{"decrypted body malformed", testAESKey, webhooks.Request{}, resign(silenceperEncrypt(t, testAppID, []byte("<xml><a>"))), webhooks.RejectMalformed},
 		{"timestamp in the past", "", pushRequest(plain, "plaintext", ""), func(r *webhooks.Request) {
 			ts := strconv.Itoa(testNow - 301)

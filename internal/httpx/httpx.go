@@ -51,8 +51,10 @@ func New(opts Options) *fiber.App {
 		IdleTimeout:           2 * time.Minute,
 		DisableStartupMessage: true,
 		ErrorHandler:          ErrorHandler(log),
-		// Callbacks and media need the raw body; nothing here trusts
-		// proxy headers.
+		// Immutable: values from c.Params, c.Query, c.Get … are copies, so
+		// they stay valid when kept beyond the handler (jobs, maps, logs).
+		// Fiber otherwise hands out strings aliasing reused buffers.
+		Immutable: true,
 	})
 	app.Use(recover.New())
 	app.Use(requestid.New(requestid.Config{
