@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,8 @@ type PayRequest struct {
 }
 
 func (s *Sandbox) mountControl(app *fiber.App) {
+	app.Get("/redelivery", s.handleRedelivery)
+	app.Put("/redelivery", s.handleSetRedelivery)
 	g := app.Group("/apps/:app")
 	g.Post("/users/:name/code", s.handleCode("login"))
 	g.Post("/users/:name/phone-code", s.handleCode("phone"))
@@ -194,3 +197,130 @@ func (s *Sandbox) sendWithFaults(ctx context.Context, f Faults, send func(contex
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 
 func readLimited(r io.Reader, n int64) ([]byte, error) { return io.ReadAll(io.LimitReader(r, n)) }
+
+// RedeliveryRequest is the body of PUT /sandbox/redelivery: the retry
+// schedule in milliseconds (empty or absent turns redelivery off), or
+// "wechatpay" for WeChatPayRetries multiplied by Scale (default 1).
+type RedeliveryRequest struct {
+	DelaysMS []int64 `json:"delays_ms"`
+	Schedule string  `json:"schedule"`
+	Scale    float64 `json:"scale"`
+}
+
+func (s *Sandbox) handleSetRedelivery(c *fiber.Ctx) error {
+	var req RedeliveryRequest
+	if err := json.Unmarshal(c.Body(), &req); err != nil {
+		return fiber.NewError(fiber.StatusBadRequest, "invalid JSON: "+err.Error())
+	}
+	var schedule []time.Duration
+	switch {
+	case req.Schedule == "wechatpay":
+		scale := req.Scale
+		if scale == 0 {
+			scale = 1
+		}
+		if scale < 0 {
+			return fiber.NewError(fiber.StatusBadRequest, "scale must be positive")
+		}
+		schedule = Scaled(WeChatPayRetries, scale)
+	case req.Schedule != "":
+		return fiber.NewError(fiber.StatusBadRequest, `schedule must be "wechatpay" (or give delays_ms)`)
+	default:
+		for _, ms := range req.DelaysMS {
+			if ms <= 0 {
+				return fiber.NewError(fiber.StatusBadRequest, "delays_ms must be positive")
+			}
+			schedule = append(schedule, time.Duration(ms)*time.Millisecond)
+		}
+	}
+	s.SetRedelivery(schedule)
+	return s.handleRedelivery(c)
+}
+
+// handleRedelivery reports the schedule and the callbacks sent since it was
+// set (to URLs starting with ?prefix=, default all).
+func (s *Sandbox) handleRedelivery(c *fiber.Ctx) error {
+	s.redeliver.mu.Lock()
+	delays := make([]int64, len(s.redeliver.schedule))
+	for i, d := range s.redeliver.schedule {
+		delays[i] = d.Milliseconds()
+	}
+	on := s.redeliver.schedule != nil
+	s.redeliver.mu.Unlock()
+	cbs := s.Callbacks(c.Query("prefix"))
+	pending := 0
+	for _, cb := range cbs {
+		if cb.Pending {
+			pending++
+		}
+	}
+	if cbs == nil {
+		cbs = []Callback{}
+	}
+	return c.JSON(fiber.Map{"enabled": on, "delays_ms": delays, "pending": pending, "callbacks": cbs})
+}
+
+// slowdown holds the delays set with Slow.
+type slowdown struct {
+	mu    sync.Mutex
+	rules []*slowRule
+}
+
+type slowRule struct {
+	prefix  string
+	delay   time.Duration
+	release chan struct{}
+}
+
+// Slow makes the simulator wait d before handling requests whose path
+// below /sandbox starts with prefix ("/wechatpay/v3/pay/transactions/jsapi",
+// or "/wechat/" for the whole WeChat API), as a platform slower than
+// minigate's upstream timeout does. The request is then handled as usual,
+// as a platform handles a request whose caller gave up. The returned undo
+// ends the slowdown and releases the requests still waiting.
+func (s *Sandbox) Slow(prefix string, d time.Duration) (undo func()) {
+	r := &slowRule{prefix: prefix, delay: d, release: make(chan struct{})}
+	sd := s.slow
+	sd.mu.Lock()
+	sd.rules = append(sd.rules, r)
+	sd.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			sd.mu.Lock()
+			defer sd.mu.Unlock()
+			for i, x := range sd.rules {
+				if x == r {
+					sd.rules = append(sd.rules[:i], sd.rules[i+1:]...)
+					break
+				}
+			}
+			close(r.release)
+		})
+	}
+}
+
+func (sd *slowdown) middleware(c *fiber.Ctx) error {
+	path := c.Path()
+	if i := strings.Index(path, "/sandbox/"); i >= 0 {
+		path = path[i+len("/sandbox"):]
+	}
+	sd.mu.Lock()
+	var rule *slowRule
+	for _, r := range sd.rules {
+		if strings.HasPrefix(path, r.prefix) {
+			rule = r
+			break
+		}
+	}
+	sd.mu.Unlock()
+	if rule != nil {
+		t := time.NewTimer(rule.delay)
+		select {
+		case <-t.C:
+		case <-rule.release:
+			t.Stop()
+		}
+	}
+	return c.Next()
+}

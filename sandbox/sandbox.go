@@ -132,6 +132,10 @@ type Options struct {
 	// Client delivers callbacks to minigate; nil means a 10-second client.
 	Client *http.Client
 	Logger *slog.Logger
+	// Redeliver, when not nil, is the retry schedule for callbacks that
+	// were not acknowledged (see SetRedelivery); an empty, non-nil
+	// schedule records every callback without retrying.
+	Redeliver []time.Duration
 }
 
 // Sandbox is the simulator. Its zero value is not usable; call New.
@@ -149,6 +153,9 @@ type Sandbox struct {
 	qq        *qqState
 	qpay      *qpayState
 	alipay    *alipayState
+
+	redeliver *redelivery
+	slow      *slowdown
 }
 
 type loginCode struct {
@@ -175,6 +182,7 @@ func New(opts Options) *Sandbox {
 		apps: map[string]*App{}, codes: map[string]*loginCode{},
 		wechat: newWeChatState(), wechatpay: newWeChatPayState(),
 		qq: newQQState(), qpay: newQPayState(), alipay: newAlipayState(),
+		redeliver: newRedelivery(opts.Redeliver), slow: &slowdown{},
 	}
 }
 
@@ -293,6 +301,7 @@ func (s *Sandbox) Handler() *fiber.App {
 	// Immutable: the simulator keeps request values (ids, names) in its
 	// state; Fiber's strings would otherwise alias reused buffers.
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: 20 << 20, Immutable: true})
+	app.Use(s.slow.middleware)
 	s.mountControl(app)
 	s.mountWeChat(app.Group("/wechat"))
 	s.mountWeChatPay(app.Group("/wechatpay"))
@@ -308,6 +317,11 @@ type Delivery struct {
 	Body       string `json:"body"`
 	DurationMS int64  `json:"duration_ms"`
 	Error      string `json:"error,omitempty"`
+	// Acked says whether the platform would count the answer as
+	// "received" (see acknowledged); otherwise it would retry.
+	Acked bool `json:"acked"`
+	// At is when the delivery was sent.
+	At time.Time `json:"at"`
 }
 
 // Report is what a control route did: the deliveries it made and the
@@ -319,12 +333,12 @@ type Report struct {
 	Sent       json.RawMessage `json:"sent,omitempty"`
 }
 
-// deliver posts body to url once.
-func (s *Sandbox) deliver(ctx context.Context, url, contentType string, header http.Header, body []byte) Delivery {
+// post posts body to url once.
+func (s *Sandbox) post(ctx context.Context, url, contentType string, header http.Header, body []byte) Delivery {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytesReader(body))
 	if err != nil {
-		return Delivery{Error: err.Error()}
+		return Delivery{Error: err.Error(), At: start}
 	}
 	req.Header.Set("Content-Type", contentType)
 	for k, vs := range header {
@@ -333,7 +347,7 @@ func (s *Sandbox) deliver(ctx context.Context, url, contentType string, header h
 		}
 	}
 	resp, err := s.client.Do(req)
-	d := Delivery{DurationMS: time.Since(start).Milliseconds()}
+	d := Delivery{DurationMS: time.Since(start).Milliseconds(), At: start}
 	if err != nil {
 		d.Error = err.Error()
 		return d
@@ -341,5 +355,7 @@ func (s *Sandbox) deliver(ctx context.Context, url, contentType string, header h
 	defer resp.Body.Close()
 	b, _ := readLimited(resp.Body, 64<<10)
 	d.Status, d.Body = resp.StatusCode, string(b)
+	d.DurationMS = time.Since(start).Milliseconds()
+	d.Acked = acknowledged(contentType, d)
 	return d
 }
