@@ -14,6 +14,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/minigate/minigate/internal/db"
 	"github.com/minigate/minigate/internal/metrics"
 )
 
@@ -32,6 +33,12 @@ const (
 	// DefaultDeadline bounds verifying and storing one callback, inside the
 	// platforms' 5-second reply window.
 	DefaultDeadline = 4 * time.Second
+	// DefaultStoreTimeout bounds storing one callback (or keeping a
+	// refused one). Postgres commits these small transactions in
+	// milliseconds; one that takes this long means the database is
+	// unreachable or saturated, and answering 5xx now lets the platform
+	// retry instead of holding its connection until its own time limit.
+	DefaultStoreTimeout = 800 * time.Millisecond
 	// rejectedBodyKept is how much of a rejected body is kept.
 	rejectedBodyKept = 4 << 10
 )
@@ -116,6 +123,10 @@ type Options struct {
 	// Deadline bounds verifying and storing one callback; zero means
 	// DefaultDeadline.
 	Deadline time.Duration
+	// StoreTimeout bounds the database work for one callback, within
+	// Deadline; zero means DefaultStoreTimeout. The reply never waits
+	// longer, even when the database does not answer at all (db.Bounded).
+	StoreTimeout time.Duration
 	// Logger receives one line per callback (never secrets or payloads).
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -142,6 +153,9 @@ type Pipeline struct {
 func NewPipeline(db *sqlx.DB, opts Options) *Pipeline {
 	if opts.Deadline == 0 {
 		opts.Deadline = DefaultDeadline
+	}
+	if opts.StoreTimeout == 0 {
+		opts.StoreTimeout = DefaultStoreTimeout
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -226,19 +240,21 @@ func Process[T any](ctx context.Context, p *Pipeline, spec Spec[T], req Request)
 		return p.fail(spec.App, spec.Kind, err, spec.Nack)
 	}
 
-	var cb Callback
-	var fresh bool
-	err = p.inTx(ctx, func(tx *sqlx.Tx) error {
-		id, ok, err := insertCallback(ctx, tx, row)
-		if err != nil || !ok {
-			return err
-		}
-		fresh = true
-		cb = Callback{ID: id, App: spec.App, Kind: spec.Kind, DedupKey: row.DedupKey, EventType: row.EventType, ReceivedAt: row.ReceivedAt}
-		if spec.Apply == nil {
-			return nil
-		}
-		return spec.Apply(ctx, tx, cb, opened.Payload)
+	// A nil *Callback is a duplicate.
+	cb, err := db.Bounded(ctx, p.opts.StoreTimeout, func(ctx context.Context) (*Callback, error) {
+		var cb *Callback
+		err := p.inTx(ctx, func(tx *sqlx.Tx) error {
+			id, ok, err := insertCallback(ctx, tx, row)
+			if err != nil || !ok {
+				return err
+			}
+			cb = &Callback{ID: id, App: spec.App, Kind: spec.Kind, DedupKey: row.DedupKey, EventType: row.EventType, ReceivedAt: row.ReceivedAt}
+			if spec.Apply == nil {
+				return nil
+			}
+			return spec.Apply(ctx, tx, *cb, opened.Payload)
+		})
+		return cb, err
 	})
 	if err != nil {
 		if ve, ok := AsVerifyError(err); ok {
@@ -246,7 +262,7 @@ func Process[T any](ctx context.Context, p *Pipeline, spec Spec[T], req Request)
 		}
 		return p.fail(spec.App, spec.Kind, err, spec.Nack)
 	}
-	if !fresh {
+	if cb == nil {
 		metrics.Callbacks.WithLabelValues(spec.App, string(spec.Kind), OutcomeDuplicate).Inc()
 		p.log.Info("callback duplicate", "app", spec.App, "kind", spec.Kind, "event_type", row.EventType)
 		return spec.Ack
@@ -289,9 +305,11 @@ func (p *Pipeline) refuse(ctx context.Context, app string, kind Kind, req Reques
 	metrics.Callbacks.WithLabelValues(app, string(kind), OutcomeRejected).Inc()
 	p.log.Warn("callback rejected", "app", app, "kind", kind, "reason", ve.Reason, "detail", ve.Detail,
 		"remote_addr", req.RemoteAddr, "body_bytes", len(req.Body))
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	if err := insertRejected(sctx, p.db, rejectedRow(app, kind, req, ve, p.opts.Now()), p.keep()); err != nil {
+	row := rejectedRow(app, kind, req, ve, p.opts.Now())
+	_, err := db.Bounded(context.WithoutCancel(ctx), p.opts.StoreTimeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, insertRejected(ctx, p.db, row, p.keep())
+	})
+	if err != nil {
 		p.log.Error("rejected callback not kept", "app", app, "kind", kind, "err", err)
 	}
 	rep := nackReply(nack, "rejected: "+string(ve.Reason))

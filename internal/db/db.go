@@ -9,10 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq" // the Postgres driver
+	"github.com/lib/pq"
 	"github.com/pressly/goose/v3"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 	"github.com/riverqueue/river/rivermigrate"
@@ -23,12 +24,53 @@ import (
 // migrateLockKey is the advisory lock held while migrating ("minigate" in ASCII).
 const migrateLockKey = 0x6d696e6967617465
 
+// Connection settings Open applies unless the database URL sets them.
+const (
+	// DefaultConnectTimeout bounds establishing a connection (TCP, TLS and
+	// the startup exchange). Without it lib/pq waits for ever on a server
+	// that accepts connections and then says nothing.
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleInTransactionTimeout makes the server end a transaction
+	// left idle this long. A client that vanished mid-transaction (killed,
+	// partitioned) would otherwise keep its row locks — an order locked FOR
+	// UPDATE, an access-token refresh — until the server's TCP keepalive
+	// notices, which takes hours with the usual kernel settings. No
+	// transaction of minigate's waits this long between statements.
+	DefaultIdleInTransactionTimeout = time.Minute
+)
+
+// Connector returns a lib/pq connector for url with minigate's connection
+// defaults (DefaultConnectTimeout as connect_timeout,
+// DefaultIdleInTransactionTimeout as idle_in_transaction_session_timeout)
+// where url does not set them.
+func Connector(url string) (*pq.Connector, error) {
+	cfg, err := pq.NewConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("db: database URL: %w", err)
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.Runtime == nil {
+		cfg.Runtime = map[string]string{}
+	}
+	if _, set := cfg.Runtime["idle_in_transaction_session_timeout"]; !set {
+		cfg.Runtime["idle_in_transaction_session_timeout"] = strconv.FormatInt(DefaultIdleInTransactionTimeout.Milliseconds(), 10)
+	}
+	c, err := pq.NewConnectorConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("db: database URL: %w", err)
+	}
+	return c, nil
+}
+
 // Open connects to Postgres and checks the connection.
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", url)
+	c, err := Connector(url)
 	if err != nil {
-		return nil, fmt.Errorf("db: open: %w", err)
+		return nil, err
 	}
+	db := sqlx.NewDb(sql.OpenDB(c), "postgres")
 	db.SetMaxOpenConns(40)
 	db.SetMaxIdleConns(20)
 	db.SetConnMaxIdleTime(5 * time.Minute)
@@ -118,6 +160,48 @@ func CheckSchema(ctx context.Context, db *sql.DB) error {
 func MigrationCount() int {
 	entries, _ := fs.Glob(schema.FS, "*.sql")
 	return len(entries)
+}
+
+// ErrGaveUp is returned by Bounded when fn did not return in time.
+var ErrGaveUp = errors.New("db: gave up waiting for the database")
+
+// Bounded runs fn with a context that ends after d (or when ctx does) and
+// returns when fn returns or that context ends, whichever comes first.
+//
+// Callers that must answer in time (callback replies, /readyz) need it
+// because lib/pq does not interrupt a read when its context ends: it asks the
+// server to cancel the statement, over a new connection, and keeps waiting
+// for the answer. Against a slow server the cancel ends the wait; against an
+// unreachable one (a network partition, a blackholed address) nothing comes
+// back and the call blocks until TCP gives up, minutes later. Bounded then
+// returns ErrGaveUp at the deadline and leaves fn running in the background
+// with its context ended; its result is dropped. fn must therefore be safe to
+// abandon: a transaction whose commit nobody is told about must be harmless
+// (callbacks: the platform's retry finds the stored duplicate).
+func Bounded[T any](ctx context.Context, d time.Duration, fn func(ctx context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-done: // finished at the deadline: its answer stands
+		return r.v, r.err
+	default:
+		var zero T
+		return zero, fmt.Errorf("%w after %v: %w", ErrGaveUp, d, context.Cause(ctx))
+	}
 }
 
 // InTx runs fn in a transaction, committing when fn returns nil.
