@@ -38,7 +38,7 @@ const (
 	// milliseconds; one that takes this long means the database is
 	// unreachable or saturated, and answering 5xx now lets the platform
 	// retry instead of holding its connection until its own time limit.
-	DefaultStoreTimeout = 800 * time.Millisecond
+	DefaultStoreTimeout = 600 * time.Millisecond
 	// rejectedBodyKept is how much of a rejected body is kept.
 	rejectedBodyKept = 4 << 10
 )
