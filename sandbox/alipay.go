@@ -151,6 +151,9 @@ type alipayCall struct {
 	params url.Values
 	biz    map[string]any
 	now    time.Time
+	// origin is the gateway's own base URL as the caller reached it (its
+	// path without /gateway.do), for links the gateway hands out.
+	origin string
 }
 
 // alipayHandler serves one method; it returns the response fields besides
@@ -164,11 +167,13 @@ var alipayMethods = map[string]alipayHandler{
 	"alipay.trade.close":                (*Sandbox).alipayTradeClose,
 	"alipay.trade.refund":               (*Sandbox).alipayTradeRefund,
 	"alipay.trade.fastpay.refund.query": (*Sandbox).alipayRefundQuery,
+	alipayBillMethod:                    (*Sandbox).alipayBillDownloadURL,
 }
 
 func (s *Sandbox) mountAlipay(r fiber.Router) {
 	r.Get("/gateway.do", s.alipayGateway)
 	r.Post("/gateway.do", s.alipayGateway)
+	r.Get(alipayBillPath, s.alipayBillDownload)
 }
 
 // alipayGateway serves gateway.do: parameters from the query and, for POST,
@@ -197,6 +202,7 @@ func (s *Sandbox) alipayServe(c *fiber.Ctx) []byte {
 		}
 		return alipayReply(app, key, alipayFields(err, nil), nil)
 	}
+	call.origin = c.BaseURL() + strings.TrimSuffix(c.Path(), "/gateway.do")
 	fields, err := alipayMethods[method](s, call)
 	if method == "alipay.system.oauth.token" {
 		// The login API answers success without code and msg, and failure

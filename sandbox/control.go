@@ -77,6 +77,7 @@ func (s *Sandbox) mountControl(app *fiber.App) {
 	g.Post("/orders/:out_trade_no/pay", s.handlePay)
 	s.mountWeChatControl(g)
 	g.Post("/orders/:out_trade_no/refund-notify", s.handleWeChatPayRefundNotify)
+	s.mountBillControl(g)
 }
 
 func (s *Sandbox) controlApp(c *fiber.Ctx) (*App, error) {

@@ -176,6 +176,7 @@ func (s *Sandbox) mountQPay(r fiber.Router) {
 	r.Post("/cgi-bin/pay/qpay_close_order.cgi", s.qpayAPI("close_order", s.qpayCloseOrder))
 	r.Post("/cgi-bin/pay/qpay_refund.cgi", s.qpayAPI("refund", s.qpayRefund))
 	r.Post("/cgi-bin/pay/qpay_refund_query.cgi", s.qpayAPI("refund_query", s.qpayRefundQuery))
+	s.mountQPayBill(r)
 }
 
 // FailQPay makes the next e.Times calls (default 1) to merchant mchID's

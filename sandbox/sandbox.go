@@ -153,6 +153,7 @@ type Sandbox struct {
 	qq        *qqState
 	qpay      *qpayState
 	alipay    *alipayState
+	bills     *billState
 
 	redeliver *redelivery
 	slow      *slowdown
@@ -181,7 +182,7 @@ func New(opts Options) *Sandbox {
 		now: opts.Now, client: opts.Client, log: opts.Logger,
 		apps: map[string]*App{}, codes: map[string]*loginCode{},
 		wechat: newWeChatState(), wechatpay: newWeChatPayState(),
-		qq: newQQState(), qpay: newQPayState(), alipay: newAlipayState(),
+		qq: newQQState(), qpay: newQPayState(), alipay: newAlipayState(), bills: newBillState(),
 		redeliver: newRedelivery(opts.Redeliver), slow: &slowdown{},
 	}
 }

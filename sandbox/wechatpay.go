@@ -213,6 +213,7 @@ func (s *Sandbox) mountWeChatPay(r fiber.Router) {
 	r.Post("/v3/refund/domestic/refunds", s.wechatPayAPI("refund", s.wechatPayCreateRefund))
 	r.Get("/v3/refund/domestic/refunds/:no", s.wechatPayAPI("query_refund", s.wechatPayQueryRefund))
 	r.Get("/v3/certificates", s.wechatPayAPI("certificates", s.wechatPayCertificates))
+	s.mountWeChatPayBill(r)
 }
 
 // wechatPayAPI authenticates the merchant's request, applies injected
