@@ -4,6 +4,7 @@
 //	minigate serve [--config FILE] [--no-migrate]
 //	minigate migrate [--config FILE]
 //	minigate sandbox [--listen ADDR]
+//	minigate reconcile --app ID --date YYYY-MM-DD [--format table|csv|json] [--config FILE]
 //	minigate version
 package main
 
@@ -56,6 +57,7 @@ commands:
   serve      run the HTTP service (sandbox mode without a config)
   migrate    apply schema migrations and exit
   sandbox    run the platform simulator alone
+  reconcile  compare an app's daily bill with the books (exit 3: discrepancies)
   version    print version and build info
 `
 
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdMigrate(ctx, rest, stdout, stderr)
 	case "sandbox":
 		return cmdSandbox(ctx, rest, stdout, stderr)
+	case "reconcile":
+		return cmdReconcile(ctx, rest, stdout, stderr)
 	case "version":
 		return cmdVersion(stdout)
 	case "help", "-h", "--help":
