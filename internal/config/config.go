@@ -54,6 +54,36 @@ const (
 	minAPIKeyBytes               = 16
 )
 
+// Defaults for the jobs and retention sections.
+const (
+	// DefaultJobTimeout bounds one run of a background job that sets no
+	// timeout of its own.
+	DefaultJobTimeout = 2 * time.Minute
+	// DefaultJobRescueAfter is how long a job may stay "running" before it
+	// is taken for abandoned (its instance died mid-run) and run again.
+	DefaultJobRescueAfter = 10 * time.Minute
+	// DefaultKeepCallbacks keeps verified callbacks — the de-duplication
+	// record and what operators look at — for 90 days.
+	DefaultKeepCallbacks = 90 * 24 * time.Hour
+	// DefaultKeepEvents keeps finished events (delivered, failed,
+	// not_configured) and their delivery attempts for 90 days.
+	DefaultKeepEvents = 90 * 24 * time.Hour
+	// DefaultKeepSessions keeps expired and revoked session tokens for 30
+	// days after they ended.
+	DefaultKeepSessions = 30 * 24 * time.Hour
+	// DefaultKeepCompletedJobs keeps finished background jobs for a day.
+	DefaultKeepCompletedJobs = 24 * time.Hour
+	// DefaultKeepDiscardedJobs keeps jobs that gave up (or were cancelled)
+	// for 7 days.
+	DefaultKeepDiscardedJobs = 7 * 24 * time.Hour
+	// MinKeepCallbacks is the shortest callbacks retention: platforms retry
+	// a callback for about a day (Alipay 25 hours), and a retry that
+	// arrives after its callback was pruned is accepted as new.
+	MinKeepCallbacks = 48 * time.Hour
+	// minKeep is the shortest retention of events and sessions.
+	minKeep = 24 * time.Hour
+)
+
 // Config is the whole configuration file. Fields tagged `yaml:"-"` are filled
 // by Load (parsed key material) or by sandbox mode.
 type Config struct {
@@ -72,6 +102,10 @@ type Config struct {
 	Sessions Sessions `yaml:"sessions"`
 	// Reconcile configures the daily reconciliation job.
 	Reconcile Reconcile `yaml:"reconcile"`
+	// Jobs configures the background job queue.
+	Jobs Jobs `yaml:"jobs"`
+	// Retention says how long finished records are kept.
+	Retention Retention `yaml:"retention"`
 
 	// Sandbox is true when minigate runs with the built-in simulator.
 	Sandbox bool `yaml:"-"`
@@ -123,6 +157,35 @@ type Reconcile struct {
 	At string `yaml:"at"`
 	// Disabled turns the daily job off.
 	Disabled bool `yaml:"disabled"`
+}
+
+// Jobs configures the background job queue (River, in Postgres).
+type Jobs struct {
+	// Timeout bounds one run of a job that sets no timeout of its own.
+	Timeout time.Duration `yaml:"timeout"`
+	// RescueAfter is how long a job may stay running before it is taken
+	// for abandoned — its instance was killed mid-run — and run again. A
+	// shorter value retries sooner after a crash; it must be at least
+	// Timeout, or jobs still running would be run twice.
+	RescueAfter time.Duration `yaml:"rescue_after"`
+}
+
+// Retention says how long finished records are kept; an hourly job deletes
+// older ones. Orders, refunds, their timelines and the inbox are never
+// deleted.
+type Retention struct {
+	// Callbacks: verified callbacks, by receipt time (at least
+	// MinKeepCallbacks).
+	Callbacks time.Duration `yaml:"callbacks"`
+	// Events: delivered, failed and not_configured events with their
+	// delivery attempts, by creation time. Pending events are kept.
+	Events time.Duration `yaml:"events"`
+	// Sessions: session tokens, counted from their expiry or revocation.
+	Sessions time.Duration `yaml:"sessions"`
+	// CompletedJobs and DiscardedJobs: finished background jobs (River
+	// deletes them itself); discarded covers cancelled jobs too.
+	CompletedJobs time.Duration `yaml:"completed_jobs"`
+	DiscardedJobs time.Duration `yaml:"discarded_jobs"`
 }
 
 // App is one mini-program on one platform.
@@ -284,6 +347,19 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Sessions.TTL == 0 {
 		c.Sessions.TTL = DefaultSessionTTL
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.Jobs.Timeout, DefaultJobTimeout}, {&c.Jobs.RescueAfter, DefaultJobRescueAfter},
+		{&c.Retention.Callbacks, DefaultKeepCallbacks}, {&c.Retention.Events, DefaultKeepEvents},
+		{&c.Retention.Sessions, DefaultKeepSessions}, {&c.Retention.CompletedJobs, DefaultKeepCompletedJobs},
+		{&c.Retention.DiscardedJobs, DefaultKeepDiscardedJobs},
+	} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
 }
 

@@ -2,14 +2,15 @@ package config
 
 import (
 	"crypto/rand"
-	"errors"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeKey writes a fresh PKCS#8 private key and its PKIX public key to dir.
@@ -111,6 +112,39 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+func TestParseJobsAndRetention(t *testing.T) {
+	priv, pub := writeKeys(t, t.TempDir())
+	for _, tc := range []struct {
+		name, extra string
+		want        func(*Config) bool
+	}{
+		{"defaults", "", func(c *Config) bool {
+			return c.Jobs == Jobs{Timeout: DefaultJobTimeout, RescueAfter: DefaultJobRescueAfter} &&
+				c.Retention == Retention{Callbacks: DefaultKeepCallbacks, Events: DefaultKeepEvents, Sessions: DefaultKeepSessions,
+					CompletedJobs: DefaultKeepCompletedJobs, DiscardedJobs: DefaultKeepDiscardedJobs}
+		}},
+		{"set", "jobs: { timeout: 30s, rescue_after: 45s }\nretention: { callbacks: 720h, events: 48h, sessions: 24h, completed_jobs: 1h, discarded_jobs: 72h }\n",
+			func(c *Config) bool {
+				return c.Jobs == Jobs{Timeout: 30 * time.Second, RescueAfter: 45 * time.Second} &&
+					c.Retention == Retention{Callbacks: 720 * time.Hour, Events: 48 * time.Hour, Sessions: 24 * time.Hour,
+						CompletedJobs: time.Hour, DiscardedJobs: 72 * time.Hour}
+			}},
+		{"partly set", "retention: { events: 2160h }\n", func(c *Config) bool {
+			return c.Retention.Events == 2160*time.Hour && c.Retention.Callbacks == DefaultKeepCallbacks && c.Jobs.Timeout == DefaultJobTimeout
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(validDoc(priv, pub)+tc.extra), env(nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(cfg) {
+				t.Fatalf("jobs %+v, retention %+v", cfg.Jobs, cfg.Retention)
+			}
+		})
+	}
+}
+
 func TestParseExpansionCannotInjectYAML(t *testing.T) {
 	priv, pub := writeKeys(t, t.TempDir())
 	cfg, err := Parse([]byte(validDoc(priv, pub)), env(map[string]string{"WX_SECRET": "x\"\n  platform: qq #"}))
@@ -145,6 +179,13 @@ func TestParseErrors(t *testing.T) {
 		{"unknown key", `listen: ":9000"`, `listne: ":9000"`, `config: yaml:`},
 		{"events without secret", `secret: "whsec_abc"`, ``, `config: events.secret: required`},
 		{"bad endpoint", `listen: ":9000"`, "listen: \":9000\"\nendpoints: { wechat_api: \"ftp://x\" }", `config: endpoints.wechat_api: must be an absolute http(s) URL`},
+		{"rescue before the job timeout", `listen: ":9000"`, "listen: \":9000\"\njobs: { timeout: 5m, rescue_after: 1m }", `config: jobs.rescue_after: must be at least jobs.timeout (5m0s)`},
+		{"tiny job timeout", `listen: ":9000"`, "listen: \":9000\"\njobs: { timeout: 10ms }", `config: jobs.timeout: must be at least 1s`},
+		{"bad duration", `listen: ":9000"`, "listen: \":9000\"\njobs: { timeout: soon }", `config: yaml:`},
+		{"short callback retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { callbacks: 24h }", `config: retention.callbacks: must be at least 48h0m0s`},
+		{"short event retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { events: 1h }", `config: retention.events: must be at least 24h0m0s`},
+		{"short session retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { sessions: 1h }", `config: retention.sessions: must be at least 24h0m0s`},
+		{"short job retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { completed_jobs: 1s }", `config: retention.completed_jobs: must be at least 1m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := strings.Replace(base, tc.old, tc.new, 1)

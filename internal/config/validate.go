@@ -67,6 +67,9 @@ func (c *Config) Validate() error {
 	if c.Limits.BodyBytes < 1024 {
 		return &Error{Key: "limits.body_bytes", Msg: "must be at least 1024"}
 	}
+	if err := c.validateJobs(); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, a := range c.Apps {
 		if a == nil {
@@ -81,6 +84,29 @@ func (c *Config) Validate() error {
 		seen[a.ID] = true
 		if err := a.validate(c); err != nil {
 			return &Error{App: a.ID, Key: err.key, Msg: err.msg}
+		}
+	}
+	return nil
+}
+
+// validateJobs checks the jobs and retention sections.
+func (c *Config) validateJobs() *Error {
+	switch {
+	case c.Jobs.Timeout < time.Second:
+		return &Error{Key: "jobs.timeout", Msg: "must be at least 1s"}
+	case c.Jobs.RescueAfter < c.Jobs.Timeout:
+		return &Error{Key: "jobs.rescue_after", Msg: fmt.Sprintf("must be at least jobs.timeout (%v)", c.Jobs.Timeout)}
+	case c.Retention.Callbacks < MinKeepCallbacks:
+		return &Error{Key: "retention.callbacks", Msg: fmt.Sprintf("must be at least %v: platforms retry callbacks for about a day", MinKeepCallbacks)}
+	}
+	for key, v := range map[string]time.Duration{"retention.events": c.Retention.Events, "retention.sessions": c.Retention.Sessions} {
+		if v < minKeep {
+			return &Error{Key: key, Msg: fmt.Sprintf("must be at least %v", minKeep)}
+		}
+	}
+	for key, v := range map[string]time.Duration{"retention.completed_jobs": c.Retention.CompletedJobs, "retention.discarded_jobs": c.Retention.DiscardedJobs} {
+		if v < time.Minute {
+			return &Error{Key: key, Msg: "must be at least 1m"}
 		}
 	}
 	return nil
