@@ -70,6 +70,11 @@ func (s State) Valid() bool {
 // DefaultTimeout bounds one delivery attempt.
 const DefaultTimeout = 15 * time.Second
 
+// Queue is the River queue delivery jobs run in: their own, so that a slow
+// or failing backend cannot hold the workers that sweeps and other jobs
+// need (the River client must work it; internal/app configures it).
+const Queue = "events"
+
 // Errors.
 var (
 	// ErrNotFound is returned for an unknown event id.

@@ -20,11 +20,13 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 
 	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/apperr"
+	"github.com/minigate/minigate/internal/metrics"
 	"github.com/minigate/minigate/internal/pgtest"
 )
 
@@ -243,7 +245,7 @@ func setup(t *testing.T, url string, backoff events.Backoff) *env {
 	svc.AddWorkers(workers)
 	rc, err := river.NewClient(riverdatabasesql.New(db.DB), &river.Config{
 		Logger: log, Workers: workers, TestOnly: true,
-		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}, events.Queue: {MaxWorkers: 4}},
 		FetchPollInterval: 20 * time.Millisecond, FetchCooldown: 10 * time.Millisecond,
 	})
 	if err != nil {
@@ -330,6 +332,33 @@ func TestDeliverySignedAndVerifiable(t *testing.T) {
 	got, ds := e.waitState(t, ev.ID, events.StateDelivered)
 	if got.Attempts != 1 || got.DeliveredAt == nil || len(ds) != 1 || ds[0].Status != http.StatusNoContent || ds[0].Error != "" {
 		t.Fatalf("after one good delivery: event %+v deliveries %+v", got, ds)
+	}
+}
+
+// Deliveries run in their own queue (a slow backend cannot starve other
+// jobs) and are counted by type and outcome.
+func TestDeliveriesQueueAndMetrics(t *testing.T) {
+	t.Parallel()
+	rcv := newReceiver(t, 1)
+	e := setup(t, rcv.srv.URL, fastBackoff)
+	const typ = "test.queue_and_metrics" // a type of its own: the counters are process-wide
+	ev := e.publish(t, typ, map[string]any{"n": 1})
+	var queue string
+	if err := e.db.Get(&queue, `SELECT queue FROM river_job WHERE kind = $1`, events.DeliverArgs{}.Kind()); err != nil {
+		t.Fatal(err)
+	}
+	if queue != events.Queue {
+		t.Fatalf("delivery job in queue %q, want %q", queue, events.Queue)
+	}
+	e.waitState(t, ev.ID, events.StateDelivered)
+	for outcome, want := range map[string]float64{"failed": 1, "delivered": 1, "given_up": 0} {
+		var m dto.Metric
+		if err := metrics.EventDeliveries.WithLabelValues(typ, outcome).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != want {
+			t.Errorf("minigate_event_deliveries_total{type=%q,outcome=%q} = %v, want %v", typ, outcome, got, want)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/riverqueue/river"
 
+	"github.com/minigate/minigate/internal/metrics"
 	"github.com/minigate/minigate/webhooks"
 )
 
@@ -72,6 +73,9 @@ type DeliverArgs struct {
 
 // Kind implements river.JobArgs.
 func (DeliverArgs) Kind() string { return "event_deliver" }
+
+// InsertOpts puts delivery jobs in their own queue.
+func (DeliverArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: Queue} }
 
 type deliverWorker struct {
 	river.WorkerDefaults[DeliverArgs]
@@ -137,6 +141,15 @@ func (s *Service) deliver(ctx context.Context, jobID int64, number, maxAttempts 
 		eventID: ev.ID, jobID: jobID, number: number, status: status,
 		duration: time.Since(start), at: start.UTC(),
 		delivered: sendErr == nil, lastChance: number >= maxAttempts,
+	}
+	metrics.EventDeliveryDuration.Observe(a.duration.Seconds())
+	switch {
+	case sendErr == nil:
+		metrics.EventDeliveries.WithLabelValues(ev.Type, "delivered").Inc()
+	case a.lastChance:
+		metrics.EventDeliveries.WithLabelValues(ev.Type, "given_up").Inc()
+	default:
+		metrics.EventDeliveries.WithLabelValues(ev.Type, "failed").Inc()
 	}
 	if sendErr != nil {
 		a.err = webhooks.CleanText(sendErr.Error())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/minigate/minigate/internal/metrics"
 	"github.com/minigate/minigate/webhooks"
 )
 
@@ -49,6 +50,7 @@ func (s *Service) move(ctx context.Context, tx *sqlx.Tx, o *Order, from []Status
 	if err := insertTimeline(ctx, tx, row, now); err != nil {
 		return nil, false, err
 	}
+	metrics.OrderMoves.WithLabelValues(o.App, string(o.Status), string(to), string(src)).Inc()
 	return moved, true, nil
 }
 

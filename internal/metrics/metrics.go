@@ -49,6 +49,37 @@ var (
 		Name: "minigate_callbacks_total",
 		Help: "Platform callbacks by app, kind and outcome.",
 	}, []string{"app", "kind", "outcome"})
+
+	// OrderMoves counts order state moves by app, from and to state, and
+	// source (notify, query, api, reconcile). A move is counted when it is
+	// made, inside its transaction; the rare transaction that then fails
+	// to commit was counted all the same.
+	OrderMoves = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "minigate_order_state_moves_total",
+		Help: "Order state moves by app, from state, to state and source.",
+	}, []string{"app", "from", "to", "source"})
+
+	// EventDeliveries counts attempts to deliver events to the business
+	// backend by event type and outcome: delivered, failed (retried later)
+	// or given_up (the last attempt failed).
+	EventDeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "minigate_event_deliveries_total",
+		Help: "Event delivery attempts by event type and outcome (delivered, failed, given_up).",
+	}, []string{"type", "outcome"})
+
+	// EventDeliveryDuration observes how long the backend took to answer
+	// an attempt.
+	EventDeliveryDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "minigate_event_delivery_duration_seconds",
+		Help:    "Event delivery attempt latency.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 15},
+	})
+
+	// Pruned counts rows deleted by retention, by table.
+	Pruned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "minigate_retention_pruned_total",
+		Help: "Rows deleted by the retention job, by table.",
+	}, []string{"table"})
 )
 
 func init() {
@@ -56,6 +87,7 @@ func init() {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		HTTPRequests, HTTPDuration, PlatformCalls, PlatformDuration, Callbacks,
+		OrderMoves, EventDeliveries, EventDeliveryDuration, Pruned,
 	)
 }
 
