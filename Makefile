@@ -3,7 +3,7 @@
 GO       ?= go
 TESTFLAGS ?=
 
-.PHONY: run test build fuzz
+.PHONY: run test build fuzz bench
 
 ## run: start minigate (sandbox mode without CONFIG=file)
 run:
@@ -29,3 +29,11 @@ build:
 FUZZTIME ?= 30s
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
+
+## bench: the benchmark table of docs/benchmarks.md (minutes; not part of
+## test). A separate module (bench/) so its load library stays out of
+## minigate's dependencies. BENCHFLAGS passes flags, e.g. -runs 5 -out FILE.
+BENCHFLAGS ?=
+bench: build
+	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
+	  cd bench && $(GO) run . -minigate ../bin/minigate $(BENCHFLAGS)
