@@ -7,6 +7,13 @@
 // webhooks.MessageSink and stores each accepted push in its conversation,
 // and publishes message.received, inside the transaction that stores the
 // callback.
+//
+// Outbound messages go through Service: it checks the platform's reply
+// window (computed from the inbox, under a lock on the conversation row, so
+// concurrent sends cannot both take the last slot), calls the platform's
+// customer-service API (Platform, implemented by the adapters), records
+// every send with its outcome, and serves the inbox, typing and media
+// routes.
 package customerservice
 
 import (
@@ -27,6 +34,15 @@ import (
 const (
 	DirectionIn  = "in"
 	DirectionOut = "out"
+)
+
+// Message statuses.
+const (
+	StatusReceived = "received"
+	StatusSending  = "sending"
+	StatusSent     = "sent"
+	StatusFailed   = "failed"
+	StatusUnknown  = "unknown"
 )
 
 // EventUserEnterSession is the push sent when a user opens the
@@ -80,8 +96,22 @@ type Message struct {
 	SessionFrom   string         `json:"session_from,omitempty" db:"session_from"`
 	PlatformMsgID string         `json:"platform_msg_id,omitempty" db:"platform_msg_id"`
 	Fields        map[string]any `json:"fields,omitempty" db:"-"`
-	CreatedAt     time.Time      `json:"created_at" db:"created_at"`
-	ReceivedAt    time.Time      `json:"received_at" db:"received_at"`
+	// Description and URL complete an outbound link.
+	Description string `json:"description,omitempty" db:"description"`
+	URL         string `json:"url,omitempty" db:"url"`
+	// Status is "received" for inbound messages; outbound ones move from
+	// "sending" to "sent", "failed" (ErrorCode: the platform's code, or
+	// minigate's reason when the platform gave none) or "unknown" (the
+	// platform did not answer in time).
+	Status       string `json:"status" db:"status"`
+	ErrorCode    string `json:"error_code,omitempty" db:"error_code"`
+	ErrorMessage string `json:"error_message,omitempty" db:"error_message"`
+	// SentBy names the API key that sent an outbound message.
+	SentBy string `json:"sent_by,omitempty" db:"sent_by"`
+	// SentAt is when the platform accepted an outbound message.
+	SentAt     *time.Time `json:"sent_at,omitempty" db:"sent_at"`
+	CreatedAt  time.Time  `json:"created_at" db:"created_at"`
+	ReceivedAt time.Time  `json:"received_at" db:"received_at"`
 }
 
 // ReceivedData is the data of a message.received event.
@@ -102,6 +132,13 @@ func (in *Inbox) ReceiveMessage(ctx context.Context, tx *sqlx.Tx, cb webhooks.Ca
 	if err := touchConversation(ctx, tx, m); err != nil {
 		return err
 	}
+	// The images a user sends can be downloaded through GET
+	// /v1/apps/{app}/media/{media_id} until the platform forgets them.
+	for _, id := range []string{m.MediaID, m.ThumbMediaID} {
+		if err := registerInboundMedia(ctx, tx, m.App, id, m.CreatedAt.Add(MediaTTL), m.ReceivedAt); err != nil {
+			return err
+		}
+	}
 	if _, err := in.events.Publish(ctx, tx, events.TypeMessageReceived, ReceivedData{App: m.App, OpenID: m.OpenID, Message: m}); err != nil {
 		return fmt.Errorf("customerservice: receive message: %w", err)
 	}
@@ -110,7 +147,8 @@ func (in *Inbox) ReceiveMessage(ctx context.Context, tx *sqlx.Tx, cb webhooks.Ca
 
 // inboundMessage maps a verified push onto an inbox message. Text is made
 // storable (webhooks.CleanText); the platform's CreateTime is the message
-// time, or the receipt time when absent.
+// time (refined to the receipt time within its second), or the receipt
+// time when absent.
 func inboundMessage(cb webhooks.Callback, msg *webhooks.Message, now time.Time) Message {
 	c := webhooks.CleanText
 	m := Message{
@@ -118,7 +156,7 @@ func inboundMessage(cb webhooks.Callback, msg *webhooks.Message, now time.Time) 
 		Type: c(msg.MsgType), Event: c(msg.Event), Content: c(msg.Content),
 		MediaID: c(msg.MediaID), PicURL: c(msg.PicURL), Title: c(msg.Title), PagePath: c(msg.PagePath),
 		AppID: c(msg.AppID), ThumbURL: c(msg.ThumbURL), ThumbMediaID: c(msg.ThumbMediaID),
-		SessionFrom: c(msg.SessionFrom), ReceivedAt: now.UTC().Truncate(time.Microsecond),
+		SessionFrom: c(msg.SessionFrom), Status: StatusReceived, ReceivedAt: now.UTC().Truncate(time.Microsecond),
 	}
 	if msg.MsgID != 0 {
 		m.PlatformMsgID = strconv.FormatInt(msg.MsgID, 10)
@@ -131,6 +169,13 @@ func inboundMessage(cb webhooks.Callback, msg *webhooks.Message, now time.Time) 
 	m.CreatedAt = m.ReceivedAt
 	if msg.CreateTime > 0 {
 		m.CreatedAt = time.Unix(msg.CreateTime, 0).UTC()
+		// CreateTime has whole seconds only. A push received within its
+		// second was written no later than its receipt, so the receipt
+		// time is the better estimate: it orders the message correctly
+		// against replies made in the same second.
+		if d := m.ReceivedAt.Sub(m.CreatedAt); d >= 0 && d < time.Second {
+			m.CreatedAt = m.ReceivedAt
+		}
 	}
 	if !isKnown(m) {
 		m.Fields = msg.Fields

@@ -10,7 +10,8 @@ import (
 )
 
 // QQ mini-program server API simulation under /sandbox/qq, with the real
-// paths of https://api.q.qq.com below it: code2Session and getToken. Errors
+// paths of https://api.q.qq.com below it: code2Session, getToken and
+// customer service in WeChat's shape (qqcs.go). Errors
 // are JSON {"errcode", "errmsg"} as on the real API (HTTP 200).
 
 const (
@@ -39,7 +40,8 @@ const (
 // call, e.g. to exercise rate limits (45011), busy answers (-1) or high-risk
 // users (40226).
 type QQError struct {
-	// API selects the call: jscode2session or getToken; empty matches any.
+	// API selects the call: jscode2session, getToken, custom/send,
+	// custom/typing, media/upload or media/get; empty matches any.
 	API     string
 	ErrCode int
 	ErrMsg  string
@@ -68,6 +70,7 @@ func newQQState() *qqState {
 func (s *Sandbox) mountQQ(r fiber.Router) {
 	r.Get("/sns/jscode2session", s.qqCode2Session)
 	r.Get("/api/getToken", s.qqGetToken)
+	s.mountQQCS(r)
 }
 
 // FailQQ makes the next e.Times calls (default 1) of app (minigate id) to

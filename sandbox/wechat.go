@@ -21,7 +21,8 @@ import (
 
 // WeChat mini-program server API simulation under /sandbox/wechat, with the
 // real paths of https://api.weixin.qq.com below it: jscode2session, the
-// stable and classic access tokens, getuserphonenumber and media/get. Errors
+// stable and classic access tokens, getuserphonenumber, and customer
+// service (custom/send, custom/typing, media/upload, media/get: wechatcs.go). Errors
 // are JSON {"errcode", "errmsg"} with HTTP 200, as on the real API.
 
 const (
@@ -63,7 +64,6 @@ const (
 	wechatAPIStableToken = "stable_token"
 	wechatAPIToken       = "token"
 	wechatAPIPhoneNumber = "getuserphonenumber"
-	wechatAPIMediaGet    = "media/get"
 )
 
 const (
@@ -77,7 +77,8 @@ const (
 // WeChat API call (e.g. -1, busy).
 type WeChatError struct {
 	// API selects the call: jscode2session, stable_token, token,
-	// getuserphonenumber or media/get; empty matches any.
+	// getuserphonenumber, custom/send, custom/typing, media/upload or
+	// media/get; empty matches any.
 	API     string
 	ErrCode int
 	ErrMsg  string
@@ -124,6 +125,8 @@ type wechatState struct {
 	activity map[string]*Activity
 	media    map[string]*wechatMedia
 	failures map[string][]*WeChatError // by minigate app id
+	// cs is the customer-service state (WeChat and QQ apps).
+	cs *csState
 }
 
 type wechatToken struct {
@@ -151,6 +154,7 @@ func newWeChatState() *wechatState {
 		tokens: map[string]*wechatToken{}, stable: map[string]*wechatToken{}, classic: map[string]*wechatToken{},
 		stats: map[string]*TokenStats{}, logins: map[string][]time.Time{}, sessionKeys: map[string]string{},
 		activity: map[string]*Activity{}, media: map[string]*wechatMedia{}, failures: map[string][]*WeChatError{},
+		cs: newCSState(),
 	}
 }
 
@@ -159,7 +163,7 @@ func (s *Sandbox) mountWeChat(r fiber.Router) {
 	r.Post("/cgi-bin/stable_token", s.wechatStableToken)
 	r.Get("/cgi-bin/token", s.wechatClassicToken)
 	r.Post("/wxa/business/getuserphonenumber", s.wechatPhoneNumber)
-	r.Get("/cgi-bin/media/get", s.wechatMediaGet)
+	s.mountWeChatCS(r)
 }
 
 // mountWeChatControl adds the WeChat control routes to the per-app control
@@ -169,6 +173,7 @@ func (s *Sandbox) mountWeChatControl(g fiber.Router) {
 	g.Post("/tokens/invalidate", s.handleWeChatInvalidateTokens)
 	g.Get("/tokens", s.handleWeChatTokenStats)
 	g.Post("/users/:name/encrypted-data", s.handleWeChatEncryptedData)
+	s.mountCustomerServiceControl(g)
 }
 
 func wechatError(c *fiber.Ctx, code int, msg string) error {
@@ -529,27 +534,6 @@ func (s *Sandbox) storeWeChatMedia(app, contentType string, data []byte) string 
 	}
 	st.media[id] = &wechatMedia{app: app, contentType: contentType, data: data, expires: now.Add(wechatMediaTTL)}
 	return id
-}
-
-// wechatMediaGet is GET /cgi-bin/media/get: the media's bytes, or 40007.
-func (s *Sandbox) wechatMediaGet(c *fiber.Ctx) error {
-	a, err := s.wechatTokenApp(c)
-	if a == nil {
-		return err
-	}
-	if hit, err := s.wechatInjected(c, a.ID, wechatAPIMediaGet); hit {
-		return err
-	}
-	st := s.wechat
-	st.mu.Lock()
-	m := st.media[c.Query("media_id")]
-	st.mu.Unlock()
-	if m == nil || m.app != a.ID || s.now().After(m.expires) {
-		return wechatError(c, wechatErrMediaID, "invalid media_id")
-	}
-	c.Set(fiber.HeaderContentType, m.contentType)
-	c.Set(fiber.HeaderContentDisposition, `attachment; filename="`+c.Query("media_id")+`.png"`)
-	return c.Send(m.data)
 }
 
 // samplePNG is the picture a simulated user sends when a push names no
