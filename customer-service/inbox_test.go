@@ -157,3 +157,55 @@ func TestReceiveMessage(t *testing.T) {
 		t.Fatalf("message.received data = %+v", data)
 	}
 }
+
+// Message times: CreateTime has whole seconds, so a push received within
+// its second takes the receipt time; the receipt times that reply windows
+// count from are kept; the media users send are registered for download.
+func TestReceiveMessageTimesAndMedia(t *testing.T) {
+	t.Parallel()
+	e := setupInbox(t)
+	received := time.Date(2026, 1, 2, 3, 4, 5, 250_000_000, time.UTC)
+	e.inbox = customerservice.NewInbox(e.evs, func() time.Time { return received })
+	const user = "o-bob"
+
+	e.receive(t, &webhooks.Message{FromUserName: user, CreateTime: received.Unix(), MsgType: "image", MediaID: "m-1", MsgID: 1})
+	e.receive(t, &webhooks.Message{FromUserName: user, CreateTime: received.Unix() - 2, MsgType: "miniprogrampage",
+		Title: "t", ThumbMediaID: "thumb-1", MsgID: 2})
+	e.receive(t, &webhooks.Message{FromUserName: user, CreateTime: received.Unix() - 3, MsgType: "image", MediaID: "m-1", MsgID: 3})
+
+	var times []time.Time
+	if err := e.db.Select(&times, `SELECT created_at FROM messages WHERE openid = $1 ORDER BY platform_msg_id`, user); err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Time{received, received.Truncate(time.Second).Add(-2 * time.Second), received.Truncate(time.Second).Add(-3 * time.Second)}
+	for i := range want {
+		if !times[i].Equal(want[i]) {
+			t.Fatalf("created_at %d = %v, want %v", i, times[i], want[i])
+		}
+	}
+
+	var conv struct {
+		UserAt       time.Time `db:"last_user_message_at"`
+		UserReceived time.Time `db:"last_user_message_received_at"`
+	}
+	if err := e.db.Get(&conv, `SELECT last_user_message_at, last_user_message_received_at FROM conversations WHERE openid = $1`, user); err != nil {
+		t.Fatal(err)
+	}
+	if !conv.UserAt.Equal(received) || !conv.UserReceived.Equal(received) {
+		t.Fatalf("conversation times = %+v", conv)
+	}
+
+	var media []struct {
+		ID      string    `db:"media_id"`
+		Origin  string    `db:"origin"`
+		Expires time.Time `db:"expires_at"`
+		Cached  bool      `db:"cached"`
+	}
+	if err := e.db.Select(&media, `SELECT media_id, origin, expires_at, data IS NOT NULL AS cached FROM media ORDER BY media_id`); err != nil {
+		t.Fatal(err)
+	}
+	if len(media) != 2 || media[0].ID != "m-1" || media[1].ID != "thumb-1" || media[0].Origin != "inbound" || media[0].Cached ||
+		!media[0].Expires.Equal(received.Add(72*time.Hour)) || !media[1].Expires.Equal(want[1].Add(72*time.Hour)) {
+		t.Fatalf("media = %+v", media)
+	}
+}

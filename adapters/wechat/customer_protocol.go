@@ -184,13 +184,15 @@ func (p *CustomerProtocol) UploadImage(ctx context.Context, img customerservice.
 	if err != nil {
 		return customerservice.Uploaded{}, fmt.Errorf("%s: media upload: %w", p.Platform, err)
 	}
-	var ans struct {
+	type answer struct {
 		errAnswer
 		Type      string `json:"type"`
 		MediaID   string `json:"media_id"`
 		CreatedAt int64  `json:"created_at"`
 	}
+	var ans answer
 	err = p.withToken(ctx, func(token string) error {
+		ans = answer{} // a retry's answer must not inherit the refusal's errcode
 		return p.do(ctx, apiMediaUpload, http.MethodPost, "/cgi-bin/media/upload", url.Values{"type": {"image"}}, token,
 			w.FormDataContentType(), body.Bytes(), &ans)
 	})
