@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -513,7 +514,8 @@ func (s *Sandbox) MediaFetches(app, id string) int {
 }
 
 // handleCustomerMessages is GET /sandbox/apps/{app}/customer-messages:
-// what the platform received from minigate for a WeChat or QQ app.
+// what the platform received from minigate for a WeChat or QQ app, and how
+// often each of its media was downloaded.
 func (s *Sandbox) handleCustomerMessages(c *fiber.Ctx) error {
 	a, err := s.controlApp(c)
 	if err != nil {
@@ -522,5 +524,21 @@ func (s *Sandbox) handleCustomerMessages(c *fiber.Ctx) error {
 	if a.Platform != WeChat && a.Platform != QQ {
 		return fiber.NewError(fiber.StatusBadRequest, "only WeChat and QQ apps have customer-service messages")
 	}
-	return c.JSON(fiber.Map{"messages": s.CustomerMessages(a.ID), "typing": s.TypingCommands(a.ID)})
+	return c.JSON(fiber.Map{"messages": s.CustomerMessages(a.ID), "typing": s.TypingCommands(a.ID),
+		"media_fetches": s.mediaFetchCounts(a.ID)})
+}
+
+// mediaFetchCounts returns MediaFetches for every media of app fetched
+// at least once.
+func (s *Sandbox) mediaFetchCounts(app string) map[string]int {
+	st := s.wechat
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := map[string]int{}
+	for k, n := range st.cs.fetches {
+		if id, ok := strings.CutPrefix(k, wechatKey(app, "")); ok {
+			out[id] = n
+		}
+	}
+	return out
 }

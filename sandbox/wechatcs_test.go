@@ -228,6 +228,10 @@ func TestCustomerServiceBodies(t *testing.T) {
 	if n := c.s.MediaFetches(c.app.ID, media); n != 2 {
 		t.Fatalf("%d fetches counted, want 2", n)
 	}
+	ctl := c.call(t, http.MethodGet, "/apps/"+c.app.ID+"/customer-messages", nil)
+	if msgs, _ := ctl["messages"].([]any); len(msgs) != len(cases) || ctl["media_fetches"].(map[string]any)[media] != 2.0 {
+		t.Fatalf("control route = %v", ctl)
+	}
 }
 
 func TestCustomerServiceTyping(t *testing.T) {
