@@ -3,7 +3,7 @@
 GO       ?= go
 TESTFLAGS ?=
 
-.PHONY: run test build fuzz bench
+.PHONY: run test build fuzz soak bench
 
 ## run: start minigate (sandbox mode without CONFIG=file)
 run:
@@ -37,3 +37,9 @@ BENCHFLAGS ?=
 bench: build
 	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
 	  cd bench && $(GO) run . -minigate ../bin/minigate $(BENCHFLAGS)
+
+## soak: the long resilience tests (internal/e2e, build tag soak): repeated
+## kill -9 under bursts, longer database outages; see docs/resilience.md
+soak:
+	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
+	  $(GO) test -race -count=1 -timeout 30m -tags soak -run 'Soak' -v $(TESTFLAGS) ./internal/e2e/
