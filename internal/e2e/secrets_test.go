@@ -162,22 +162,22 @@ func TestNoSecretsInResponsesOrLogs(t *testing.T) {
 			{Type: "text", Content: "forged", Faults: sandbox.Faults{BadSignature: true}},
 			{Type: "text", Content: "tampered", Faults: sandbox.Faults{TamperCiphertext: true}},
 		} {
-			rec.report(spec.ID+" push")(sb.Push(ctx, sa, "alice", req))
+			rec.report(spec.ID + " push")(sb.Push(ctx, sa, "alice", req))
 		}
 
 		// Orders: paid, refunded, synced, closed; a forged notification.
 		payer := payerOf(sb, sa, "alice")
 		paid := createOrder(t, e.URL, testenv.APIKey, a.ID, payer, 990, "secrets-paid-"+spec.ID)
 		rec.do(e, http.MethodPost, "/v1/orders/"+paid.ID+"/pay", nil, user)
-		rec.report(spec.ID+" forged payment")(sb.Pay(ctx, sa, paid.OutTradeNo, sandbox.Faults{BadSignature: true}))
-		rec.report(spec.ID+" payment")(sb.Pay(ctx, sa, paid.OutTradeNo, sandbox.Faults{Duplicates: 1}))
+		rec.report(spec.ID + " forged payment")(sb.Pay(ctx, sa, paid.OutTradeNo, sandbox.Faults{BadSignature: true}))
+		rec.report(spec.ID + " payment")(sb.Pay(ctx, sa, paid.OutTradeNo, sandbox.Faults{Duplicates: 1}))
 		r := rec.do(e, http.MethodPost, "/v1/orders/"+paid.ID+"/refunds", map[string]any{"amount": 90, "reason": "secrets"}, op, testenv.Header("Idempotency-Key", "refund-"+spec.ID))
 		var refund struct {
 			OutRefundNo string `json:"out_refund_no"`
 		}
 		r.Decode(t, &refund)
 		if spec.Platform == sandbox.WeChat {
-			rec.report(spec.ID+" refund notification")(sb.WeChatPayRefundNotify(ctx, sa, paid.OutTradeNo, sandbox.WeChatPayRefundNotifyRequest{OutRefundNo: refund.OutRefundNo}))
+			rec.report(spec.ID + " refund notification")(sb.WeChatPayRefundNotify(ctx, sa, paid.OutTradeNo, sandbox.WeChatPayRefundNotifyRequest{OutRefundNo: refund.OutRefundNo}))
 		}
 		rec.do(e, http.MethodPost, "/v1/orders/"+paid.ID+"/sync", nil, op)
 		rec.do(e, http.MethodGet, "/v1/orders/"+paid.ID, nil, op)
