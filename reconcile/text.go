@@ -27,6 +27,10 @@ func DecodeText(b []byte) (string, error) {
 		return string(b), nil
 	}
 	out, err := simplifiedchinese.GB18030.NewDecoder().Bytes(b)
+	if err == nil && bytes.ContainsRune(out, utf8.RuneError) {
+		// The decoder replaces what it cannot read.
+		err = errors.New("invalid byte sequence")
+	}
 	if err != nil {
 		return "", fmt.Errorf("reconcile: bill text is neither UTF-8 nor GBK: %w", err)
 	}
@@ -57,6 +61,17 @@ func SplitCSV(line string) ([]string, error) {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// SplitBacktickRow splits a WeChat Pay or QQ wallet bill line. Their
+// detail and summary cells all begin with a backtick, so a line that starts
+// with one is split at ",`", which keeps a comma inside a cell (a product
+// name) where it belongs; other lines (headers) go through SplitCSV.
+func SplitBacktickRow(line string) ([]string, error) {
+	if rest, ok := strings.CutPrefix(strings.TrimLeft(line, " \t"), "`"); ok {
+		return strings.Split(rest, ",`"), nil
+	}
+	return SplitCSV(line)
 }
 
 // ParseAmount parses a bill's yuan amount into fen, exactly: "1", "1.5",

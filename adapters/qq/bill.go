@@ -162,7 +162,7 @@ func ParseStatement(date reconcile.Date, data []byte) (*reconcile.Bill, error) {
 		if strings.TrimSpace(lines[i]) == "" {
 			continue
 		}
-		cells, err := reconcile.SplitCSV(lines[i])
+		cells, err := reconcile.SplitBacktickRow(lines[i])
 		if err != nil {
 			return nil, bad("%v", err)
 		}
@@ -188,7 +188,7 @@ func ParseStatement(date reconcile.Date, data []byte) (*reconcile.Bill, error) {
 		if i == len(lines) {
 			return nil, bad("summary header without a summary row")
 		}
-		sumCells, err := reconcile.SplitCSV(lines[i])
+		sumCells, err := reconcile.SplitBacktickRow(lines[i])
 		if err != nil {
 			return nil, bad("%v", err)
 		}

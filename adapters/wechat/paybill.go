@@ -173,7 +173,7 @@ func ParseTradeBill(date reconcile.Date, data []byte) (*reconcile.Bill, error) {
 	next := func() (int, []string, error) {
 		for ; n < len(lines); n++ {
 			if strings.TrimSpace(lines[n]) != "" {
-				cells, err := reconcile.SplitCSV(lines[n])
+				cells, err := reconcile.SplitBacktickRow(lines[n])
 				n++
 				return n, cells, err
 			}
