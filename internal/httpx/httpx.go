@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 	"time"
@@ -167,11 +168,12 @@ func fiberCode(status int) string {
 	}
 }
 
-// BindJSON decodes the request body into v, rejecting unknown fields,
-// trailing data and non-JSON bodies with 400 invalid_json.
+// BindJSON decodes the request body, which must be one JSON object, into
+// v, rejecting unknown fields, trailing data and anything else with 400
+// invalid_json.
 func BindJSON(c *fiber.Ctx, v any) error {
-	body := c.Body()
-	if len(bytes.TrimSpace(body)) == 0 {
+	body := bytes.TrimSpace(c.Body())
+	if len(body) == 0 || body[0] != '{' {
 		return apperr.New(apperr.Invalid, "invalid_json", "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -180,7 +182,9 @@ func BindJSON(c *fiber.Ctx, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return apperr.Wrap(err, apperr.Invalid, "invalid_json", "invalid JSON body: "+err.Error())
 	}
-	if dec.More() {
+	// Anything but the end of the input is trailing data; dec.More alone
+	// would let a stray "}" or "]" through.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return apperr.New(apperr.Invalid, "invalid_json", "trailing data after the JSON object")
 	}
 	return nil
