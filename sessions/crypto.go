@@ -4,28 +4,21 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/minigate/minigate/internal/seal"
 )
 
-// Session keys are sealed at rest with AES-256-GCM. The key is derived from
-// the configured secret_key with HKDF-SHA256 (no salt, info sealInfo), so
-// the raw secret is never used directly and other uses of it get other keys.
-// A sealed value is
-//
-//	version (1 byte, sealVersion) ‖ nonce (12 random bytes) ‖ ciphertext ‖ tag (16 bytes)
-//
-// and is authenticated together with the identity it belongs to (app and
-// openid as associated data), so a sealed key copied to another identity's
-// row does not open.
+// Session keys are sealed at rest with internal/seal (AES-256-GCM under a
+// key derived from secret_key with HKDF-SHA256, info sealInfo), bound to
+// the identity they belong to (app and openid as associated data), so a
+// sealed key copied to another identity's row does not open.
 const (
-	sealVersion byte = 1
-	sealInfo         = "minigate session_key v1"
+	sealVersion = seal.Version
+	sealInfo    = "minigate session_key v1"
 )
 
 // ErrSealedKey reports a sealed session key that does not open: a changed
@@ -34,26 +27,15 @@ var ErrSealedKey = errors.New("sessions: sealed session key does not open")
 
 // sealer seals and opens session keys.
 type sealer struct {
-	aead cipher.AEAD
+	s *seal.Sealer
 }
 
 func newSealer(secret string) (*sealer, error) {
-	if secret == "" {
-		return nil, errors.New("sessions: secret key is empty")
-	}
-	key, err := hkdf.Key(sha256.New, []byte(secret), nil, sealInfo, 32)
+	s, err := seal.New(secret, sealInfo)
 	if err != nil {
-		return nil, fmt.Errorf("sessions: derive key: %w", err)
+		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("sessions: cipher: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("sessions: gcm: %w", err)
-	}
-	return &sealer{aead: aead}, nil
+	return &sealer{s: s}, nil
 }
 
 func sealAD(app, openID string) []byte {
@@ -62,22 +44,12 @@ func sealAD(app, openID string) []byte {
 
 // seal encrypts plaintext for the identity (app, openID).
 func (s *sealer) seal(plaintext, app, openID string) []byte {
-	ns := s.aead.NonceSize()
-	out := make([]byte, 1+ns, 1+ns+len(plaintext)+s.aead.Overhead())
-	out[0] = sealVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		panic("sessions: crypto/rand: " + err.Error()) // crypto/rand never fails on supported platforms
-	}
-	return s.aead.Seal(out, out[1:1+ns], []byte(plaintext), sealAD(app, openID))
+	return s.s.Seal([]byte(plaintext), sealAD(app, openID))
 }
 
 // open decrypts a value made by seal for the same identity.
 func (s *sealer) open(sealed []byte, app, openID string) (string, error) {
-	ns := s.aead.NonceSize()
-	if len(sealed) < 1+ns+s.aead.Overhead() || sealed[0] != sealVersion {
-		return "", ErrSealedKey
-	}
-	pt, err := s.aead.Open(nil, sealed[1:1+ns], sealed[1+ns:], sealAD(app, openID))
+	pt, err := s.s.Open(sealed, sealAD(app, openID))
 	if err != nil {
 		return "", ErrSealedKey
 	}
