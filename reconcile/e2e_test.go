@@ -373,3 +373,75 @@ func TestScheduledRuns(t *testing.T) {
 				AND state = 'scheduled' AND scheduled_at >= $3`, e.App("wx").ID, today.String(), today.ReadyAt().Add(-time.Second)) == 1
 	})
 }
+
+// TestRefundDiscrepancies: a refund made in the merchant console (its
+// notification lost) flags its order; a QQ wallet refund minigate still
+// has pending is confirmed with a refund query and completed.
+func TestRefundDiscrepancies(t *testing.T) {
+	t.Parallel()
+	t.Run("console refund", func(t *testing.T) {
+		t.Parallel()
+		s := startShop(t, sandbox.WeChat)
+		o := s.order(t, 500)
+		s.pays(t, o, false)
+		if _, err := s.e.Sandbox.WeChatPayRefundNotify(context.Background(), s.e.SandboxApp("shop"), o.OutTradeNo,
+			sandbox.WeChatPayRefundNotifyRequest{OutRefundNo: "CONSOLE-1", Amount: 120, Faults: sandbox.Faults{Drop: true}}); err != nil {
+			t.Fatal(err)
+		}
+		today := reconcile.DateOf(time.Now())
+		if err := s.e.Sandbox.MarkBillReady(s.app, today.String()); err != nil {
+			t.Fatal(err)
+		}
+		rep := s.mustReconcile(t, today)
+		want := []disc{{reconcile.MissingLocal, reconcile.SubjectRefund, o.OutTradeNo, reconcile.ActionFlagged}}
+		if got := discs(rep); !slices.Equal(got, want) || rep.Discrepancies[0].OutRefundNo != "CONSOLE-1" {
+			t.Fatalf("got %+v, want %+v", rep.Discrepancies, want)
+		}
+		got := s.get(t, o.ID)
+		if !got.NeedsReview || got.Status != "paid" {
+			t.Errorf("order after an unknown refund: %s, needs_review %v", got.Status, got.NeedsReview)
+		}
+		var reconcileFlags int
+		for _, ev := range got.Events {
+			if ev.Kind == orders.KindFlagged && ev.Source == string(orders.SourceReconcile) {
+				reconcileFlags++
+			}
+		}
+		if reconcileFlags != 1 {
+			t.Errorf("flagged %d times by reconcile", reconcileFlags)
+		}
+	})
+	t.Run("pending refund", func(t *testing.T) {
+		t.Parallel()
+		s := startShop(t, sandbox.QQ)
+		o := s.order(t, 500)
+		s.pays(t, o, false)
+		r := s.e.Do("POST", "/v1/orders/"+o.ID+"/refunds", map[string]any{"amount": 200},
+			testenv.Operator(), testenv.Header(orders.HeaderIdempotencyKey, fmt.Sprintf("rf-%d", keys.Add(1))))
+		if r.Status != http.StatusAccepted {
+			t.Fatalf("refund: %d %s", r.Status, r.Body)
+		}
+		today := reconcile.DateOf(time.Now())
+		if err := s.e.Sandbox.MarkBillReady(s.app, today.String()); err != nil {
+			t.Fatal(err)
+		}
+		// The simulator settles refunds after a moment; the bill then
+		// lists it while minigate (no notification on QQ) has it pending.
+		var rep *reconcile.Report
+		testenv.Eventually(t, 10*time.Second, "the refund in the bill", func() bool {
+			rep = s.mustReconcile(t, today)
+			return rep.Totals.Bill.Refunds == 1
+		})
+		want := []disc{{reconcile.MissingLocal, reconcile.SubjectRefund, o.OutTradeNo, reconcile.ActionRecovered}}
+		if got := discs(rep); !slices.Equal(got, want) || rep.Discrepancies[0].LocalStatus != "pending" {
+			t.Fatalf("got %+v, want %+v", rep.Discrepancies, want)
+		}
+		got := s.get(t, o.ID)
+		if got.Status != "partially_refunded" || got.Refunds[0].Status != "succeeded" || got.NeedsReview {
+			t.Errorf("after the confirmed refund: %s %+v review %v", got.Status, got.Refunds, got.NeedsReview)
+		}
+		if again := s.mustReconcile(t, today); again.Status != reconcile.StatusMatched {
+			t.Errorf("next run: %+v", again.Discrepancies)
+		}
+	})
+}
