@@ -1,5 +1,6 @@
 // Package accesstoken keeps platform access tokens (WeChat stable token, QQ
-// getToken) in Postgres, shared by every minigate instance: a token is
+// getToken) in Postgres, sealed at rest with a key derived from secret_key
+// (internal/seal), shared by every minigate instance: a token is
 // refreshed before it expires by exactly one instance at a time, and
 // refreshed once more when the platform says it is invalid.
 package accesstoken

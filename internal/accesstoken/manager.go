@@ -12,31 +12,39 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/internal/db"
+	"github.com/minigate/minigate/internal/seal"
 )
 
 // DefaultMargin is how long before its expiry a token is refreshed.
 const DefaultMargin = 5 * time.Minute
 
+// SealPurpose is the internal/seal purpose access tokens are sealed with at
+// rest; the app id is the associated data.
+const SealPurpose = "minigate access_token v1"
+
 // Queries, named entity-first.
 const (
-	// AccessTokenGet reads an app's stored token without locking.
-	AccessTokenGet = `SELECT token, expires_at FROM access_tokens WHERE app = $1`
+	// AccessTokenGet reads an app's stored (sealed) token without locking.
+	AccessTokenGet = `SELECT token_sealed, expires_at FROM access_tokens WHERE app = $1`
 
 	// AccessTokenEnsure creates an app's row so that it can be locked.
 	AccessTokenEnsure = `INSERT INTO access_tokens (app, updated_at) VALUES ($1, $2) ON CONFLICT (app) DO NOTHING`
 
 	// AccessTokenGetForUpdate reads and locks an app's row for the rest of
 	// the transaction: the refresh lock shared by every instance.
-	AccessTokenGetForUpdate = `SELECT token, expires_at FROM access_tokens WHERE app = $1 FOR UPDATE`
+	AccessTokenGetForUpdate = `SELECT token_sealed, expires_at FROM access_tokens WHERE app = $1 FOR UPDATE`
 
-	// AccessTokenStore saves a freshly fetched token.
+	// AccessTokenStore saves a freshly fetched token, sealed.
 	AccessTokenStore = `UPDATE access_tokens
-	SET token = $2, expires_at = $3, fetch_count = fetch_count + 1, updated_at = $4
+	SET token_sealed = $2, expires_at = $3, fetch_count = fetch_count + 1, updated_at = $4
 	WHERE app = $1`
 )
 
 // Options configure NewManager.
 type Options struct {
+	// SecretKey is the configured secret_key; tokens are sealed at rest
+	// with a key derived from it (SealPurpose). Required.
+	SecretKey string
 	// Margin is how long before expiry a token is refreshed; zero means
 	// DefaultMargin.
 	Margin time.Duration
@@ -59,14 +67,19 @@ type Options struct {
 // database round trip and one fetch.
 type Manager struct {
 	db     *sqlx.DB
+	sealer *seal.Sealer
 	margin time.Duration
 	now    func() time.Time
 	log    *slog.Logger
 }
 
 // NewManager returns a Manager on pool.
-func NewManager(pool *sqlx.DB, opts Options) *Manager {
-	m := &Manager{db: pool, margin: opts.Margin, now: opts.Now, log: opts.Logger}
+func NewManager(pool *sqlx.DB, opts Options) (*Manager, error) {
+	sealer, err := seal.New(opts.SecretKey, SealPurpose)
+	if err != nil {
+		return nil, fmt.Errorf("accesstoken: %w", err)
+	}
+	m := &Manager{db: pool, sealer: sealer, margin: opts.Margin, now: opts.Now, log: opts.Logger}
 	if m.margin <= 0 {
 		m.margin = DefaultMargin
 	}
@@ -76,7 +89,7 @@ func NewManager(pool *sqlx.DB, opts Options) *Manager {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	return m
+	return m, nil
 }
 
 // Source returns the token source of app, fetching from the platform with
@@ -169,16 +182,26 @@ func (s *source) load(ctx context.Context) (Token, error) {
 	if err != nil {
 		return Token{}, fmt.Errorf("accesstoken: %s: load: %w", s.app, err)
 	}
-	return row.token(), nil
+	return s.open(row), nil
 }
 
 type tokenRow struct {
-	Token     sql.NullString `db:"token"`
-	ExpiresAt sql.NullTime   `db:"expires_at"`
+	Sealed    []byte       `db:"token_sealed"`
+	ExpiresAt sql.NullTime `db:"expires_at"`
 }
 
-func (r tokenRow) token() Token {
-	return Token{Value: r.Token.String, ExpiresAt: r.ExpiresAt.Time}
+// open unseals a stored token. One that does not open (secret_key was
+// changed) counts as none: it is fetched again.
+func (s *source) open(r tokenRow) Token {
+	if r.Sealed == nil {
+		return Token{}
+	}
+	v, err := s.m.sealer.Open(r.Sealed, []byte(s.app))
+	if err != nil {
+		s.m.log.Warn("stored access token does not open (was secret_key changed?); fetching a new one", "app", s.app)
+		return Token{}
+	}
+	return Token{Value: string(v), ExpiresAt: r.ExpiresAt.Time}
 }
 
 // refresh locks the app's row and asks decide whether the stored token can
@@ -195,9 +218,10 @@ func (s *source) refresh(ctx context.Context, decide func(current Token) (use, f
 		if err := sqlx.GetContext(ctx, tx, &row, AccessTokenGetForUpdate, s.app); err != nil {
 			return fmt.Errorf("accesstoken: %s: lock: %w", s.app, err)
 		}
-		use, force := decide(row.token())
+		cur := s.open(row)
+		use, force := decide(cur)
 		if use {
-			out = row.token()
+			out = cur
 			return nil
 		}
 		tok, err := s.f.FetchAccessToken(ctx, force)
@@ -207,7 +231,8 @@ func (s *source) refresh(ctx context.Context, decide func(current Token) (use, f
 		if tok.Value == "" || !tok.ExpiresAt.After(s.m.now()) {
 			return fmt.Errorf("accesstoken: %s: fetch returned an empty or expired token", s.app)
 		}
-		if _, err := tx.ExecContext(ctx, AccessTokenStore, s.app, tok.Value, tok.ExpiresAt, s.m.now()); err != nil {
+		sealed := s.m.sealer.Seal([]byte(tok.Value), []byte(s.app))
+		if _, err := tx.ExecContext(ctx, AccessTokenStore, s.app, sealed, tok.ExpiresAt, s.m.now()); err != nil {
 			return fmt.Errorf("accesstoken: %s: store: %w", s.app, err)
 		}
 		out, fetched, forced = tok, true, force

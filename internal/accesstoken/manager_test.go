@@ -1,6 +1,7 @@
 package accesstoken_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/db"
 	"github.com/minigate/minigate/internal/pgtest"
+	"github.com/minigate/minigate/internal/seal"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/sandbox"
 )
@@ -90,8 +92,15 @@ func instance(t *testing.T, dbURL string, clk *clock) (*accesstoken.Manager, *sq
 	}
 	t.Cleanup(func() { pool.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	return accesstoken.NewManager(pool, accesstoken.Options{Now: clk.Now, Logger: log}), pool
+	m, err := accesstoken.NewManager(pool, accesstoken.Options{SecretKey: testSecretKey, Now: clk.Now, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, pool
 }
+
+// testSecretKey is the secret_key the test managers seal tokens with.
+const testSecretKey = "test-secret-key-0123456789abcdef0123456789"
 
 // hammer calls f from n goroutines per source at once and returns the
 // results; it fails the test on any error.
@@ -181,16 +190,28 @@ func TestTwoManagersRefreshOnce(t *testing.T) {
 				t.Fatalf("near expiry: %d fetches; want 3", fetches())
 			}
 			var stored struct {
-				Token      string    `db:"token"`
+				Sealed     []byte    `db:"token_sealed"`
 				ExpiresAt  time.Time `db:"expires_at"`
 				FetchCount int       `db:"fetch_count"`
 			}
-			if err := pool.Get(&stored, `SELECT token, expires_at, fetch_count FROM access_tokens WHERE app = $1`, app.ID); err != nil {
+			if err := pool.Get(&stored, `SELECT token_sealed, expires_at, fetch_count FROM access_tokens WHERE app = $1`, app.ID); err != nil {
 				t.Fatal(err)
 			}
-			if stored.Token != renewed[0] || stored.FetchCount != 3 || stored.ExpiresAt.Sub(clk.Now()) < time.Hour {
-				t.Fatalf("stored %d fetches, token current %v, expires in %v",
-					stored.FetchCount, stored.Token == renewed[0], stored.ExpiresAt.Sub(clk.Now()))
+			// Sealed at rest: not the token, and it opens only for this app.
+			sealer, err := seal.New(testSecretKey, accesstoken.SealPurpose)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opened, err := sealer.Open(stored.Sealed, []byte(app.ID))
+			if err != nil || string(opened) != renewed[0] || bytes.Contains(stored.Sealed, []byte(renewed[0])) {
+				t.Fatalf("stored token: opens to the current one %v (%v), plaintext inside %v",
+					string(opened) == renewed[0], err, bytes.Contains(stored.Sealed, []byte(renewed[0])))
+			}
+			if _, err := sealer.Open(stored.Sealed, []byte("another-app")); err == nil {
+				t.Fatal("the sealed token opens for another app")
+			}
+			if stored.FetchCount != 3 || stored.ExpiresAt.Sub(clk.Now()) < time.Hour {
+				t.Fatalf("stored %d fetches, expires in %v", stored.FetchCount, stored.ExpiresAt.Sub(clk.Now()))
 			}
 		})
 	}
@@ -214,7 +235,7 @@ func TestFetchFailure(t *testing.T) {
 		t.Fatalf("Token = %v, want a platform_busy PlatformError", err)
 	}
 	var rows int
-	if err := pool.Get(&rows, `SELECT count(*) FROM access_tokens WHERE token IS NOT NULL`); err != nil || rows != 0 {
+	if err := pool.Get(&rows, `SELECT count(*) FROM access_tokens WHERE token_sealed IS NOT NULL`); err != nil || rows != 0 {
 		t.Fatalf("stored tokens after a failure: %d, %v", rows, err)
 	}
 	tok, err := src.Token(ctx)
