@@ -193,57 +193,54 @@ func Match(b *Bill, books Books) (Totals, []Discrepancy) {
 }
 
 func matchPayment(r *Row, o *orders.Order) (Discrepancy, bool) {
+	var kind Kind
+	switch {
+	case o == nil || o.Status.Unpaid():
+		kind = MissingLocal
+	case !o.Status.PaidOrLater():
+		kind = StatusMismatch
+	case o.Amount != r.Amount:
+		kind = AmountMismatch
+	default:
+		return Discrepancy{}, false
+	}
 	d := Discrepancy{
-		Subject: SubjectPayment, OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID,
+		Kind: kind, Subject: SubjectPayment, OutTradeNo: r.OutTradeNo, TransactionID: r.TransactionID,
 		BillAmount: ptr(r.Amount), BillStatus: r.Status, row: r,
 	}
-	if o == nil {
-		d.Kind = MissingLocal
-		return d, true
-	}
-	d.OrderID, d.LocalAmount, d.LocalStatus = o.ID, ptr(o.Amount), string(o.Status)
-	switch {
-	case o.Status.Unpaid():
-		d.Kind = MissingLocal
-	case !o.Status.PaidOrLater():
-		d.Kind = StatusMismatch
-	case o.Amount != r.Amount:
-		d.Kind = AmountMismatch
-	default:
-		return d, false
+	if o != nil {
+		d.OrderID, d.LocalAmount, d.LocalStatus = o.ID, ptr(o.Amount), string(o.Status)
 	}
 	return d, true
 }
 
 func matchRefund(r *Row, books Books) (Discrepancy, bool) {
+	lr := books.RefundsByNo[r.OutRefundNo]
+	var kind Kind
+	switch {
+	case lr == nil || lr.OutTradeNo != r.OutTradeNo || lr.Status == orders.RefundStatusPending:
+		kind = MissingLocal
+	case lr.Status == orders.RefundStatusFailed:
+		kind = StatusMismatch
+	case lr.Amount != r.Amount:
+		kind = AmountMismatch
+	default:
+		return Discrepancy{}, false
+	}
 	d := Discrepancy{
-		Subject: SubjectRefund, OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo, TransactionID: r.TransactionID,
-		BillAmount: ptr(r.Amount), BillStatus: r.Status, row: r,
+		Kind: kind, Subject: SubjectRefund, OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo,
+		TransactionID: r.TransactionID, BillAmount: ptr(r.Amount), BillStatus: r.Status, row: r,
 	}
 	if o := books.Orders[r.OutTradeNo]; o != nil {
 		d.OrderID = o.ID
 	}
-	lr := books.RefundsByNo[r.OutRefundNo]
 	switch {
 	case lr == nil:
-		d.Kind = MissingLocal
-		return d, true
 	case lr.OutTradeNo != r.OutTradeNo:
 		// The same refund number on another order is not this refund.
-		d.Kind = MissingLocal
 		d.Note = fmt.Sprintf("minigate's refund %s belongs to order %s", lr.OutRefundNo, lr.OutTradeNo)
-		return d, true
-	}
-	d.OrderID, d.LocalAmount, d.LocalStatus = lr.OrderID, ptr(lr.Amount), string(lr.Status)
-	switch {
-	case lr.Status == orders.RefundStatusPending:
-		d.Kind = MissingLocal
-	case lr.Status == orders.RefundStatusFailed:
-		d.Kind = StatusMismatch
-	case lr.Amount != r.Amount:
-		d.Kind = AmountMismatch
 	default:
-		return d, false
+		d.OrderID, d.LocalAmount, d.LocalStatus = lr.OrderID, ptr(lr.Amount), string(lr.Status)
 	}
 	return d, true
 }

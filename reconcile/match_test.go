@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -209,5 +210,31 @@ func TestDiffRuns(t *testing.T) {
 	}
 	if d := diffRuns([]Discrepancy{a}, nil); len(d.Resolved) != 1 || d.New == nil {
 		t.Errorf("all resolved: %+v (New must be an empty list, not null)", d)
+	}
+}
+
+// BenchmarkMatch compares a day of 10,000 payments and 1,000 refunds.
+func BenchmarkMatch(b *testing.B) {
+	var (
+		rows     []Row
+		paid     []orders.Order
+		refunded []orders.RefundOfOrder
+	)
+	for i := range 10000 {
+		no := fmt.Sprintf("ORDER%08d", i)
+		rows = append(rows, pay(no, 1234))
+		paid = append(paid, order(no, 1234, orders.StatusPaid))
+		if i%10 == 0 {
+			rows = append(rows, refund(no, "R"+no, 100))
+			refunded = append(refunded, storedRefund(no, "R"+no, 100, orders.RefundStatusSucceeded))
+		}
+	}
+	bk := books(paid, nil, refunded, nil)
+	bill := &Bill{Rows: rows}
+	b.ReportAllocs()
+	for b.Loop() {
+		if t, d := Match(bill, bk); t.Matched != 11000 || len(d) != 0 {
+			b.Fatalf("matched %d, %d discrepancies", t.Matched, len(d))
+		}
 	}
 }

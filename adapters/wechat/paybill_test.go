@@ -3,6 +3,7 @@ package wechat_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,4 +230,28 @@ func FuzzParseTradeBill(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkParseTradeBill parses a day of 10,000 payments and 1,000 refunds.
+func BenchmarkParseTradeBill(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注\r\n")
+	for i := range 11000 {
+		state, settled, refundNo, refund, fee := "SUCCESS", "12.34", "0", "0.00", "0.07"
+		if i >= 10000 {
+			state, settled, refundNo, refund, fee = "REFUND", "0.00", fmt.Sprintf("R%08d", i), "1.00", "-0.01"
+		}
+		fmt.Fprintf(&sb, "`2024-05-01 12:00:00,`wx8888888888888888,`1900000109,`0,`,`42000%023d,`ORDER%08d,`oUser,`JSAPI,`%s,`OTHERS,`CNY,`%s,`0.00,`0,`%s,`%s,`0.00,`,`,`商品,`,`%s,`0.60%%,`%s,`%s,`\r\n",
+			i, i%10000, state, settled, refundNo, refund, fee, settled, refund)
+	}
+	sb.WriteString("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n`11000,`123400.00,`1000.00,`0.00,`690.00,`123400.00,`1000.00\r\n")
+	data := []byte(sb.String())
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		bill, err := wechat.ParseTradeBill(billDay, data)
+		if err != nil || len(bill.Rows) != 11000 || *bill.Summary != bill.Computed() {
+			b.Fatalf("%v %+v", err, bill.Summary)
+		}
+	}
 }
