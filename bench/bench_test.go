@@ -122,7 +122,35 @@ func TestRamp(t *testing.T) {
 			if len(steps) != len(tried) {
 				t.Fatalf("%d steps reported for %d tried", len(steps), len(tried))
 			}
+			for i := 0; i < len(tried); i++ {
+				if tried[i] <= tc.capacity {
+					continue
+				}
+				if i+1 >= len(tried) || tried[i+1] != tried[i] {
+					t.Fatalf("failed step %v not retried: %v", tried[i], tried)
+				}
+				i++
+			}
 		})
+	}
+}
+
+func TestRampRetriesAStall(t *testing.T) {
+	t.Parallel()
+	var tried []float64
+	inner := fakeServer(1000, &tried)
+	stalled := false
+	try := func(rate float64, d time.Duration) (attackResult, error) {
+		r, err := inner(rate, d)
+		if rate == 400 && !stalled { // one stall at 400/s
+			stalled = true
+			r.P99 = 3 * time.Second
+		}
+		return r, err
+	}
+	got, _, err := ramp(rampPlan{Start: 100, Factor: 2, Max: 100000, MaxP99: 500 * time.Millisecond}, try, t.Logf)
+	if err != nil || got < 800 {
+		t.Fatalf("saturating rate %v, %v (tried %v); a single stall ended the ramp", got, err, tried)
 	}
 }
 

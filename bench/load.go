@@ -135,21 +135,29 @@ const minRate = 5
 
 // ramp raises the rate step by step (each step a short constant-rate
 // attack from try) until one is not sustained, then tries once between the
-// last sustained rate and the first failed one. When the first step is not
+// last sustained rate and the first failed one; a step counts as failed
+// when it is not sustained twice in a row. When the first step is not
 // sustained it starts again lower (down to minRate). It returns the highest
 // sustained rate and every step.
 func ramp(p rampPlan, try func(rate float64, d time.Duration) (attackResult, error), logf func(string, ...any)) (float64, []attackResult, error) {
 	var steps []attackResult
+	// A step that is not sustained is tried once more before it counts:
+	// on a shared machine a stall elsewhere can sink one short step.
 	step := func(rate float64) (bool, error) {
-		r, err := try(rate, p.Step)
-		if err != nil {
-			return false, err
+		for range 2 {
+			r, err := try(rate, p.Step)
+			if err != nil {
+				return false, err
+			}
+			steps = append(steps, r)
+			ok := r.sustained(p.MaxP99)
+			logf("  ramp %s %s", r, okMark(ok))
+			time.Sleep(p.Pause)
+			if ok {
+				return true, nil
+			}
 		}
-		steps = append(steps, r)
-		ok := r.sustained(p.MaxP99)
-		logf("  ramp %s %s", r, okMark(ok))
-		time.Sleep(p.Pause)
-		return ok, nil
+		return false, nil
 	}
 	best := 0.0
 	for rate := p.Start; rate >= minRate; rate /= p.Factor * p.Factor {
