@@ -58,6 +58,12 @@ UPDATE events SET state = 'not_configured' WHERE id = $1 AND state = 'pending'`
 INSERT INTO event_deliveries (event_id, job_id, attempt, status, duration_ms, error, attempted_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)`
 
+	// EventDeleteFinishedBefore deletes at most $2 events created before
+	// $1 that are no longer pending (their attempts go with them).
+	EventDeleteFinishedBefore = `
+DELETE FROM events WHERE id IN (
+    SELECT id FROM events WHERE created_at < $1 AND state <> 'pending' ORDER BY id LIMIT $2)`
+
 	// EventDeliveryList lists an event's attempts, oldest first.
 	EventDeliveryList = `
 SELECT id, job_id, attempt, status, duration_ms, error, attempted_at
@@ -109,6 +115,21 @@ func listDeliveries(ctx context.Context, db sqlx.QueryerContext, id string) ([]D
 		return nil, fmt.Errorf("events: list deliveries: %w", err)
 	}
 	return out, nil
+}
+
+// Prune deletes at most batch events created before before that are
+// delivered, failed or not_configured, with their delivery attempts, and
+// returns how many it deleted. Pending events are kept whatever their age.
+func Prune(ctx context.Context, db sqlx.ExecerContext, before time.Time, batch int) (int64, error) {
+	res, err := db.ExecContext(ctx, EventDeleteFinishedBefore, before, batch)
+	if err != nil {
+		return 0, fmt.Errorf("events: prune: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("events: prune: %w", err)
+	}
+	return n, nil
 }
 
 // attempt is one delivery attempt's outcome, as recorded.

@@ -115,7 +115,27 @@ const (
 
 	// SessionRevokeIfActive revokes a session unless it already is.
 	SessionRevokeIfActive = `UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL`
+
+	// SessionDeleteEndedBefore deletes at most $2 sessions that expired or
+	// were revoked before $1.
+	SessionDeleteEndedBefore = `DELETE FROM sessions WHERE id IN (
+	SELECT id FROM sessions WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)`
 )
+
+// PruneSessions deletes at most batch session tokens that ended (expired or
+// revoked) before before, and returns how many it deleted. Users and
+// identities stay.
+func PruneSessions(ctx context.Context, db sqlx.ExecerContext, before time.Time, batch int) (int64, error) {
+	res, err := db.ExecContext(ctx, SessionDeleteEndedBefore, before, batch)
+	if err != nil {
+		return 0, fmt.Errorf("sessions: prune: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sessions: prune: %w", err)
+	}
+	return n, nil
+}
 
 func nullString(s string) sql.NullString {
 	return sql.NullString{String: s, Valid: s != ""}

@@ -40,6 +40,12 @@ WITH ins AS (
 )
 DELETE FROM rejected_callbacks WHERE id <= (SELECT id FROM ins) - $12`
 
+	// CallbackDeleteReceivedBefore deletes at most $2 callbacks received
+	// before $1, oldest first.
+	CallbackDeleteReceivedBefore = `
+DELETE FROM callbacks WHERE id IN (
+    SELECT id FROM callbacks WHERE received_at < $1 ORDER BY id LIMIT $2)`
+
 	// RejectedCallbackList lists rejected callbacks newest first, with
 	// optional app and kind filters and an id cursor.
 	RejectedCallbackList = `
@@ -173,6 +179,22 @@ func insertRejected(ctx context.Context, db sqlx.ExecerContext, r rejected, keep
 		return fmt.Errorf("webhooks: keep rejected callback: %w", err)
 	}
 	return nil
+}
+
+// PruneCallbacks deletes at most batch callbacks received before before and
+// returns how many it deleted. A platform retry of a pruned callback is
+// accepted as new, so callbacks are kept well beyond the platforms' retry
+// spans (config.MinKeepCallbacks).
+func PruneCallbacks(ctx context.Context, db sqlx.ExecerContext, before time.Time, batch int) (int64, error) {
+	res, err := db.ExecContext(ctx, CallbackDeleteReceivedBefore, before, batch)
+	if err != nil {
+		return 0, fmt.Errorf("webhooks: prune callbacks: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("webhooks: prune callbacks: %w", err)
+	}
+	return n, nil
 }
 
 // RejectedFilter selects rejected callbacks for ListRejected.
