@@ -12,13 +12,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/db"
@@ -421,5 +422,12 @@ func (p *pgProxy) databaseURL(t testing.TB, u string) string {
 	return withHost(t, u, p.addr)
 }
 
-// itoa is strconv.Itoa, short.
-func itoa(i int) string { return strconv.Itoa(i) }
+// counterValue reads a Prometheus counter.
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}

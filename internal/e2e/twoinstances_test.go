@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/minigate/minigate/internal/config"
+	"github.com/minigate/minigate/internal/metrics"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sandbox"
@@ -215,6 +216,19 @@ func TestTwoInstances(t *testing.T) {
 			}
 		}
 		events += len(lost)
+	})
+
+	t.Run("the state-move counters agree", func(t *testing.T) {
+		// Both instances count into one registry (one process): each
+		// payment was moved once, by one of them.
+		for _, spec := range shops {
+			app := a.App(spec.ID).ID
+			for source, want := range map[string]float64{"notify": 1, "query": 4} {
+				if got := counterValue(t, metrics.OrderMoves.WithLabelValues(app, "paying", "paid", source)); got != want {
+					t.Errorf("%s: minigate_order_state_moves_total{to=paid,source=%s} = %v, want %v", spec.ID, source, got, want)
+				}
+			}
+		}
 	})
 
 	t.Run("every event is delivered once", func(t *testing.T) {
