@@ -113,7 +113,7 @@ func writeTable(w io.Writer, rep *Report) error {
 
 	t := rep.Totals
 	rows := [][]string{
-		{"", "payments", "amount", "refunds", "amount", "fees"},
+		{"", "payments", "amount", "refunds", "refunded", "fees"},
 		{"bill (rows)", itoa(t.Bill.Payments), yuan(t.Bill.PaymentAmount), itoa(t.Bill.Refunds), yuan(t.Bill.RefundAmount), yuan(t.BillFees)},
 	}
 	if s := t.Summary; s != nil {
