@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -76,6 +77,11 @@ func downloadBillFile(ctx context.Context, u string) ([]byte, error) {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
+		// The link's query is its credential: keep it out of errors and logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
+		}
 		return nil, adapters.TransportError(Platform, api, err)
 	}
 	defer resp.Body.Close()

@@ -98,6 +98,14 @@ func (p *Pay) downloadBillFile(ctx context.Context, u string) ([]byte, error) {
 	dl := core.NewClientWithValidator(p.client, &validators.NullValidator{})
 	res, err := dl.Get(ctx, u)
 	if err != nil {
+		// The link's token is a credential: keep it out of errors and logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			if parsed, perr := url.Parse(ue.URL); perr == nil {
+				parsed.RawQuery = ""
+				ue.URL = parsed.String()
+			}
+		}
 		return nil, payError(api, err)
 	}
 	defer res.Response.Body.Close()
