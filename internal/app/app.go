@@ -19,10 +19,13 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 
+	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/auth"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/db"
 	"github.com/minigate/minigate/internal/httpx"
+	"github.com/minigate/minigate/orders"
+	"github.com/minigate/minigate/reconcile"
 	"github.com/minigate/minigate/sandbox"
 )
 
@@ -54,6 +57,7 @@ type App struct {
 	started     bool
 	workerCount int
 	platforms   map[string]*Platform
+	reconciler  *reconcile.Service
 }
 
 // New builds an instance. It does not listen or start background work;
@@ -102,11 +106,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Logger:            log.With("component", "river"),
 		FetchPollInterval: poll,
 		FetchCooldown:     min(poll/2, 100*time.Millisecond),
-		JobTimeout:        2 * time.Minute,
-		MaxAttempts:       25,
+		JobTimeout:        cfg.Jobs.Timeout,
+		// After a crash, jobs the dead instance was running are run again
+		// this long after they started.
+		RescueStuckJobsAfter: cfg.Jobs.RescueAfter,
+		MaxAttempts:          25,
+		// River deletes finished jobs itself.
+		CompletedJobRetentionPeriod: cfg.Retention.CompletedJobs,
+		CancelledJobRetentionPeriod: cfg.Retention.DiscardedJobs,
+		DiscardedJobRetentionPeriod: cfg.Retention.DiscardedJobs,
 	}
 	if mods.workerCount > 0 {
-		rcfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 20}}
+		// Event deliveries get their own workers: a slow backend cannot
+		// starve the sweeps and other jobs of the default queue.
+		rcfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 20}, events.Queue: {MaxWorkers: 20}}
 		rcfg.Workers = workers
 		rcfg.PeriodicJobs = mods.periodic
 	}
@@ -175,5 +188,6 @@ type modules struct {
 	workerCount int
 	periodic    []*river.PeriodicJob
 	withRiver   []func(*river.Client[*sql.Tx])
+	orders      *orders.Service
 	routes      []func(r fiber.Router, au *auth.Authenticator)
 }

@@ -48,7 +48,18 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 	if err := a.buildOrders(m, opts, workers, sess, evs, callbacks); err != nil {
 		return nil, err
 	}
+	if err := a.buildReconcile(m, opts, workers); err != nil {
+		return nil, err
+	}
+	if err := a.buildRetention(m, opts, workers); err != nil {
+		return nil, err
+	}
 	messages := webhooks.NewMessages(callbacks, verifiers, customerservice.NewInbox(evs, opts.Now))
+	cs, err := a.buildCustomerService(opts)
+	if err != nil {
+		return nil, err
+	}
+	m.routes = append(m.routes, cs.Mount)
 	m.routes = append(m.routes, func(r fiber.Router, au *auth.Authenticator) {
 		messages.Mount(r)
 		callbacks.MountOperator(r, au)
@@ -71,5 +82,20 @@ func (a *App) buildSessions(opts Options) (*sessions.Service, error) {
 	return sessions.New(a.DB, apps, sessions.Options{
 		SecretKey: a.Config.SecretKey, TTL: a.Config.Sessions.TTL, Now: opts.Now,
 		Logger: a.Log.With("component", "sessions"),
+	})
+}
+
+// buildCustomerService constructs customer service (sends, inbox, typing,
+// media) over every app.
+func (a *App) buildCustomerService(opts Options) (*customerservice.Service, error) {
+	apps := make([]customerservice.App, 0, len(a.Config.Apps))
+	for _, c := range a.Config.Apps {
+		apps = append(apps, customerservice.App{
+			ID: c.ID, Platform: string(c.Platform), CustomerService: a.platforms[c.ID].CustomerService,
+		})
+	}
+	return customerservice.New(a.DB, customerservice.Options{
+		Apps: apps, BodyLimit: a.Config.Limits.BodyBytes, MediaLimit: a.Config.Limits.MediaBytes,
+		Now: opts.Now, Logger: a.Log.With("component", "customerservice"),
 	})
 }

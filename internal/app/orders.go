@@ -54,6 +54,7 @@ func (a *App) buildOrders(m *modules, opts Options, workers *river.Workers, sess
 	m.workerCount++
 	m.periodic = append(m.periodic, sweep)
 	m.routes = append(m.routes, svc.Mount)
+	m.orders = svc
 	return nil
 }
 

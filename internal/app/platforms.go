@@ -10,6 +10,7 @@ import (
 	"github.com/minigate/minigate/adapters/alipay"
 	"github.com/minigate/minigate/adapters/qq"
 	"github.com/minigate/minigate/adapters/wechat"
+	customerservice "github.com/minigate/minigate/customer-service"
 	"github.com/minigate/minigate/internal/accesstoken"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/orders"
@@ -36,6 +37,9 @@ type Platform struct {
 	// Payments is the merchant channel (prepay, query, close, refund,
 	// notifications); nil for WeChat/QQ apps without a pay section.
 	Payments orders.Payments
+	// CustomerService sends customer-service messages, typing and media
+	// (Alipay's answers 501).
+	CustomerService customerservice.Platform
 }
 
 // buildPlatforms builds the adapters for every configured app. pool holds
@@ -43,7 +47,10 @@ type Platform struct {
 // time.Now).
 func buildPlatforms(cfg *config.Config, pool *sqlx.DB, now func() time.Time, log *slog.Logger) (map[string]*Platform, error) {
 	out := make(map[string]*Platform, len(cfg.Apps))
-	tokens := accesstoken.NewManager(pool, accesstoken.Options{Now: now, Logger: log.With("component", "accesstoken")})
+	tokens, err := accesstoken.NewManager(pool, accesstoken.Options{SecretKey: cfg.SecretKey, Now: now, Logger: log.With("component", "accesstoken")})
+	if err != nil {
+		return nil, err
+	}
 	for _, a := range cfg.Apps {
 		p := &Platform{App: a}
 		sessionOpts := adapters.Options{Endpoints: cfg.Endpoints, Timeout: cfg.Limits.UpstreamTimeout,
@@ -56,6 +63,9 @@ func buildPlatforms(cfg *config.Config, pool *sqlx.DB, now func() time.Time, log
 			return nil, err
 		}
 		if p.Payments, err = payments(a, sessionOpts); err != nil {
+			return nil, err
+		}
+		if p.CustomerService, err = customerService(p, sessionOpts); err != nil {
 			return nil, err
 		}
 		out[a.ID] = p
@@ -126,6 +136,22 @@ func payments(a *config.App, opts adapters.Options) (orders.Payments, error) {
 		return wechat.NewPay(a, opts)
 	case a.Platform == config.QQ:
 		return qq.NewPay(a, opts)
+	}
+	return nil, nil
+}
+
+// customerService builds p's customer-service API: WeChat through
+// silenceper (typing and media hand-written), QQ in WeChat's protocol shape,
+// Alipay unsupported. WeChat and QQ use the app's shared access token.
+func customerService(p *Platform, opts adapters.Options) (customerservice.Platform, error) {
+	opts.Tokens = p.Tokens
+	switch p.App.Platform {
+	case config.WeChat:
+		return wechat.NewCustomerService(p.App, opts)
+	case config.QQ:
+		return qq.NewCustomerService(p.App, opts)
+	case config.Alipay:
+		return alipay.NewCustomerService(p.App, opts), nil
 	}
 	return nil, nil
 }

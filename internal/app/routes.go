@@ -23,18 +23,25 @@ func (a *App) routes(m *modules) {
 	}
 }
 
+// readyTimeout bounds /readyz: a database that has not answered by then is
+// unreachable as far as traffic is concerned.
+const readyTimeout = 2 * time.Second
+
 // ready reports whether the database is reachable and its schema current.
+// It answers within readyTimeout even when the database does not answer at
+// all (db.Bounded).
 func (a *App) ready(c *fiber.Ctx) error {
-	ctx, cancel := context.WithTimeout(c.UserContext(), 2*time.Second)
-	defer cancel()
-	if err := a.DB.PingContext(ctx); err != nil {
-		return apperr.Wrap(err, apperr.NotReady, "database_unreachable", "the database is unreachable")
-	}
-	if err := db.CheckSchema(ctx, a.DB.DB); err != nil {
-		if errors.Is(err, db.ErrSchemaBehind) {
-			return apperr.Wrap(err, apperr.NotReady, "schema_behind", err.Error())
+	_, err := db.Bounded(c.UserContext(), readyTimeout, func(ctx context.Context) (struct{}, error) {
+		if err := a.DB.PingContext(ctx); err != nil {
+			return struct{}{}, err
 		}
-		return apperr.Wrap(err, apperr.NotReady, "database_unreachable", "the database schema could not be checked")
+		return struct{}{}, db.CheckSchema(ctx, a.DB.DB)
+	})
+	switch {
+	case errors.Is(err, db.ErrSchemaBehind):
+		return apperr.Wrap(err, apperr.NotReady, "schema_behind", err.Error())
+	case err != nil:
+		return apperr.Wrap(err, apperr.NotReady, "database_unreachable", "the database is unreachable")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
