@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -430,4 +432,70 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// goroutineSnapshot is the set of goroutines running at one moment, by id.
+type goroutineSnapshot map[string]bool
+
+// watchedFrames are the code a platform call or an API request runs
+// through: a goroutine created after a snapshot that is still in one of
+// them once the calls are over is a leak. River's own goroutines (a leader
+// starting its maintenance services) are not: they are not watched.
+var watchedFrames = []string{
+	"github.com/minigate/minigate/adapters", "github.com/minigate/minigate/orders",
+	"github.com/minigate/minigate/sessions", "github.com/minigate/minigate/webhooks",
+	"github.com/minigate/minigate/internal/httpx", "github.com/minigate/minigate/internal/accesstoken",
+	"github.com/minigate/minigate/sandbox", "net/http.", "github.com/silenceper/",
+	"github.com/wechatpay-apiv3/", "github.com/smartwalle/",
+}
+
+// goroutineStacks returns every goroutine's stack by id.
+func goroutineStacks() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := map[string]string{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+		out[id] = g
+	}
+	return out
+}
+
+func snapshotGoroutines() goroutineSnapshot {
+	s := goroutineSnapshot{}
+	for id := range goroutineStacks() {
+		s[id] = true
+	}
+	return s
+}
+
+// leaked waits up to wait for the goroutines created since the snapshot
+// that run watched code to end, and returns the stacks of those left.
+func (s goroutineSnapshot) leaked(wait time.Duration) []string {
+	deadline := time.Now().Add(wait)
+	for {
+		var left []string
+		for id, stack := range goroutineStacks() {
+			if s[id] {
+				continue
+			}
+			for _, f := range watchedFrames {
+				if strings.Contains(stack, f) {
+					left = append(left, stack)
+					break
+				}
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
