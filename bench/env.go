@@ -245,7 +245,8 @@ func newBenchApp(publicURL string) (*benchApp, error) {
 }
 
 // writeConfig writes minigate's config for the run (through the
-// simulator's own config writer) and adds the events section.
+// simulator's own config writer) and adds the events section unless
+// eventsURL is empty.
 func writeConfig(dir, listen, dbURL, simURL, eventsURL string, a *benchApp) (string, error) {
 	path, err := sandbox.WriteConfig(dir, sandbox.ConfigFile{
 		Listen: listen, DatabaseURL: dbURL, PublicURL: "http://" + listen, APIKey: apiKey,
@@ -253,6 +254,9 @@ func writeConfig(dir, listen, dbURL, simURL, eventsURL string, a *benchApp) (str
 	})
 	if err != nil {
 		return "", err
+	}
+	if eventsURL == "" {
+		return path, nil
 	}
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -37,6 +37,7 @@ import (
 type options struct {
 	minigate    string
 	inProcess   bool
+	noEvents    bool
 	cpuProfile  string
 	databaseURL string
 	runs        int
@@ -59,6 +60,7 @@ func main() {
 	var only string
 	flag.StringVar(&o.minigate, "minigate", "../bin/minigate", "the minigate binary to benchmark")
 	flag.BoolVar(&o.inProcess, "inprocess", false, "run minigate inside the bench process (for -cpuprofile; memory is then this process's)")
+	flag.BoolVar(&o.noEvents, "no-events", false, "configure no events URL: events are recorded, not queued or delivered (diagnosis; the table's rows are measured with delivery)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process to this file (use with -inprocess)")
 	flag.StringVar(&o.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres server URL; fresh databases are created there (default $DATABASE_URL)")
 	flag.IntVar(&o.runs, "runs", 3, "measured runs per case (the median is reported)")
@@ -161,7 +163,12 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	path, err := writeConfig(dir, listen, mainDB.url, b.sim.url, b.recv.url, b.app)
+	eventsURL := b.recv.url
+	if o.noEvents {
+		eventsURL = ""
+		b.report.Command += "  [-no-events: not the table's configuration]"
+	}
+	path, err := writeConfig(dir, listen, mainDB.url, b.sim.url, eventsURL, b.app)
 	if err != nil {
 		return err
 	}
@@ -188,8 +195,10 @@ func run(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer b.ceil.Close()
-	if b.ceilJob, err = river.NewClient(riverdatabasesql.New(b.ceil.DB), &river.Config{}); err != nil {
-		return fmt.Errorf("bench: river: %w", err)
+	if !o.noEvents {
+		if b.ceilJob, err = river.NewClient(riverdatabasesql.New(b.ceil.DB), &river.Config{}); err != nil {
+			return fmt.Errorf("bench: river: %w", err)
+		}
 	}
 	logf("minigate %s (pid %d), simulator %s, databases %s and %s", b.mg.url, b.mg.pid, b.sim.url, mainDB.name, ceilDB.name)
 
@@ -224,6 +233,9 @@ type httpCase struct {
 	check func(*vegeta.Result) bool
 	// half also measures latency at half the saturating rate.
 	half bool
+	// settle waits, before each attack, until minigate has delivered the
+	// events of the previous ones: every attack starts without a backlog.
+	settle bool
 }
 
 // caseResult is what runHTTP measured.
@@ -244,11 +256,16 @@ type caseResult struct {
 
 // runHTTP finds c's saturating rate with a ramp, then measures throughput
 // there o.runs times and, with c.half, latency at half of it.
-func (b *bench) runHTTP(c httpCase) (*caseResult, error) {
+func (b *bench) runHTTP(ctx context.Context, c httpCase) (*caseResult, error) {
 	logf("%s", c.name)
 	res := &caseResult{Name: c.name}
 	rssReset := resetPeakRSS(c.pid)
 	try := func(rate float64, d time.Duration) (attackResult, error) {
+		if c.settle {
+			if pending, waited := b.waitDelivered(ctx, settleLimit); pending > 0 || waited > time.Second {
+				logf("  waited %s for event deliveries (%d still pending)", waited, pending)
+			}
+		}
 		ts, err := c.gen(int(rate*d.Seconds()*1.02) + 10)
 		if err != nil {
 			return attackResult{}, err
@@ -370,8 +387,8 @@ const maxReplayed = 60000
 func (b *bench) pushCases(ctx context.Context) error {
 	gen := newPushGen(b.app, b.openIDs)
 	var sent []vegeta.Target
-	mg, err := b.runHTTP(httpCase{
-		name: "message push → minigate", base: b.mg.url, pid: b.mg.pid, check: isSuccessAck, half: true,
+	mg, err := b.runHTTP(ctx, httpCase{
+		name: "message push → minigate", base: b.mg.url, pid: b.mg.pid, check: isSuccessAck, half: true, settle: true,
 		gen: func(n int) ([]vegeta.Target, error) {
 			ts, err := gen.make(b.mg.url, n)
 			// Each attack uses up nearly all its targets: keep the first
@@ -395,8 +412,8 @@ func (b *bench) pushCases(ctx context.Context) error {
 		return err
 	}
 
-	dup, err := b.runHTTP(httpCase{
-		name: "duplicate message push → minigate", base: b.mg.url, pid: b.mg.pid, check: isSuccessAck, cycle: true,
+	dup, err := b.runHTTP(ctx, httpCase{
+		name: "duplicate message push → minigate", base: b.mg.url, pid: b.mg.pid, check: isSuccessAck, cycle: true, settle: true,
 		gen: func(int) ([]vegeta.Target, error) { return sent, nil },
 	})
 	if err != nil {
@@ -417,7 +434,7 @@ func (b *bench) pushCases(ctx context.Context) error {
 		return err
 	}
 	peerGen := newPushGen(b.app, b.openIDs)
-	pr, err := b.runHTTP(httpCase{
+	pr, err := b.runHTTP(ctx, httpCase{
 		name: "message push → silenceper PushReceiver on net/http (no storage)", base: peer.url,
 		pid: peer.cmd.Process.Pid, check: isPeerAck, cycle: true,
 		gen: func(n int) ([]vegeta.Target, error) { return peerGen.make(peer.url, min(n, 20000)) },
@@ -439,8 +456,8 @@ func (b *bench) pushCases(ctx context.Context) error {
 
 func (b *bench) notifyCases(ctx context.Context) error {
 	gen := newNotifyGen(b.app)
-	mg, err := b.runHTTP(httpCase{
-		name: "WeChat Pay notification → minigate", base: b.mg.url, pid: b.mg.pid, check: isNotifyAck, half: true,
+	mg, err := b.runHTTP(ctx, httpCase{
+		name: "WeChat Pay notification → minigate", base: b.mg.url, pid: b.mg.pid, check: isNotifyAck, half: true, settle: true,
 		gen: func(n int) ([]vegeta.Target, error) {
 			os, err := seedOrders(ctx, b.pool, b.app.cfg.ID, b.openIDs, n)
 			if err != nil {
@@ -480,8 +497,8 @@ func (b *bench) notifyCases(ctx context.Context) error {
 
 func (b *bench) orderCases(ctx context.Context) error {
 	gen := newOrderGen(b.app.cfg.ID, b.openIDs)
-	mg, err := b.runHTTP(httpCase{
-		name: "order creation → minigate", base: b.mg.url, pid: b.mg.pid, check: isOrderCreated,
+	mg, err := b.runHTTP(ctx, httpCase{
+		name: "order creation → minigate", base: b.mg.url, pid: b.mg.pid, check: isOrderCreated, settle: true,
 		gen: func(n int) ([]vegeta.Target, error) { return gen.make(b.mg.url, n), nil },
 	})
 	if err != nil {
@@ -514,23 +531,31 @@ type delivery struct {
 	Waited    time.Duration `json:"waited"`
 }
 
-// drainEvents waits up to limit for minigate to deliver the events the run
-// published.
-func (b *bench) drainEvents(ctx context.Context, limit time.Duration) delivery {
+// settleLimit bounds the wait for event deliveries before an attack.
+const settleLimit = time.Minute
+
+// waitDelivered waits up to limit until no event is pending delivery; it
+// returns how many still are and how long it waited.
+func (b *bench) waitDelivered(ctx context.Context, limit time.Duration) (int64, time.Duration) {
 	start := time.Now()
-	var d delivery
 	for {
 		n, err := b.storedCount(ctx, `SELECT count(*) FROM events WHERE state = 'pending'`)
 		if err != nil {
 			logf("counting pending events: %v", err)
 		}
-		d.Pending = n
 		if n == 0 || time.Since(start) > limit || ctx.Err() != nil {
-			break
+			return n, time.Since(start).Round(100 * time.Millisecond)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
-	d.Delivered, d.Waited = b.recv.delivered.Load(), time.Since(start).Round(100*time.Millisecond)
+}
+
+// drainEvents waits up to limit for minigate to deliver the events the run
+// published.
+func (b *bench) drainEvents(ctx context.Context, limit time.Duration) delivery {
+	var d delivery
+	d.Pending, d.Waited = b.waitDelivered(ctx, limit)
+	d.Delivered = b.recv.delivered.Load()
 	logf("events: %d delivered, %d still pending after waiting %s", d.Delivered, d.Pending, d.Waited)
 	return d
 }

@@ -204,11 +204,18 @@ func (c *pushCeiling) op(ctx context.Context, n int64) error {
 }
 
 // publishDirect records an event and inserts its delivery job, as
-// events.Service.Publish does with an events URL configured.
+// events.Service.Publish does with an events URL configured; with rc nil it
+// records the event only, as Publish does without one.
 func publishDirect(ctx context.Context, tx *sqlx.Tx, rc *river.Client[*sql.Tx], typ string, data []byte, now time.Time) error {
-	id := ids.New("evt")
-	if _, err := tx.ExecContext(ctx, events.EventInsert, id, typ, string(data), events.StatePending, now); err != nil {
+	id, state := ids.New("evt"), events.StatePending
+	if rc == nil {
+		state = events.StateNotConfigured
+	}
+	if _, err := tx.ExecContext(ctx, events.EventInsert, id, typ, string(data), state, now); err != nil {
 		return fmt.Errorf("event: %w", err)
+	}
+	if rc == nil {
+		return nil
 	}
 	if _, err := rc.InsertTx(ctx, tx.Tx, events.DeliverArgs{EventID: id}, &river.InsertOpts{MaxAttempts: events.DefaultBackoff.MaxAttempts}); err != nil {
 		return fmt.Errorf("event job: %w", err)
