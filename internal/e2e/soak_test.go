@@ -15,3 +15,10 @@ import (
 func TestSoakCrash(t *testing.T) {
 	runCrash(t, crashRun{Rounds: 5, Orders: 20, Messages: 20, Burst: 5 * time.Second})
 }
+
+// TestSoakDatabaseFaults keeps the database stopped (and, on a second
+// instance, blackholed) for 20 seconds under 60 payment notifications and
+// 30 message pushes each.
+func TestSoakDatabaseFaults(t *testing.T) {
+	runDatabaseFaults(t, dbFaultRun{Orders: 20, Messages: 10, Outage: 20 * time.Second})
+}
