@@ -156,8 +156,12 @@ func TestReconcileSandboxMode(t *testing.T) {
 // TestReconcileWithConfig runs the command in this process against a
 // config file (keys, simulator endpoints, database), as operators do.
 func TestReconcileWithConfig(t *testing.T) {
-	t.Parallel()
 	e := testenv.Start(t, testenv.Spec{Apps: []sandbox.AppSpec{{ID: "shop", Platform: sandbox.Alipay, Pay: true}}})
+	// Not parallel: the command reads the environment, whose DATABASE_URL
+	// (make test sets it to the server's postgres database) would win over
+	// the config's database. Cleared after Start, which finds the server
+	// through it.
+	t.Setenv("DATABASE_URL", "")
 	path, err := sandbox.WriteConfig(t.TempDir(), sandbox.ConfigFile{
 		Listen: "127.0.0.1:0", DatabaseURL: e.DBURL, PublicURL: e.URL, APIKey: testenv.APIKey,
 		SandboxURL: e.SandboxURL, Apps: e.Config.Apps,
