@@ -400,7 +400,7 @@ func tableCounts(t *testing.T, db *sqlx.DB) map[string]int64 {
 		"conversations":        `SELECT count(*) FROM conversations`,
 		"events/message":       `SELECT count(*) FROM events WHERE type = 'message.received'`,
 		"events/paid":          `SELECT count(*) FROM events WHERE type = 'order.paid'`,
-		"jobs":                 `SELECT count(*) FROM river_job WHERE kind = 'event_deliver'`,
+		"jobs":                 `SELECT count(*) FROM river_job WHERE kind = 'event_deliver' AND queue = 'events'`,
 		"orders/paid":          `SELECT count(*) FROM orders WHERE status = 'paid' AND transaction_id <> '' AND paid_at IS NOT NULL`,
 		"timeline/status":      `SELECT count(*) FROM order_events WHERE kind = 'status' AND source = 'notify'`,
 		"timeline/implied":     `SELECT count(*) FROM order_events WHERE detail ? 'implied_by'`,
