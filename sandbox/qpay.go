@@ -81,8 +81,9 @@ type QPayError struct {
 }
 
 type qpayState struct {
-	mu      sync.Mutex
-	ledgers map[string]*qpayLedger // by mch_id
+	mu       sync.Mutex
+	ledgers  map[string]*qpayLedger      // by mch_id
+	failures injectedFailures[QPayError] // by mch_id
 }
 
 func newQPayState() *qpayState { return &qpayState{ledgers: map[string]*qpayLedger{}} }
@@ -94,7 +95,6 @@ type qpayLedger struct {
 	orderList  []*qpayOrder
 	refunds    map[string]*qpayRefund // by out_refund_no
 	refundList []*qpayRefund
-	failures   []*QPayError
 }
 
 // ledger returns the merchant's ledger, creating it. Callers hold st.mu.
@@ -182,33 +182,7 @@ func (s *Sandbox) mountQPay(r fiber.Router) {
 // FailQPay makes the next e.Times calls (default 1) to merchant mchID's
 // e.API answer e instead of being handled. The answer is signed.
 func (s *Sandbox) FailQPay(mchID string, e QPayError) {
-	if e.Times <= 0 {
-		e.Times = 1
-	}
-	st := s.qpay
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	l := st.ledger(mchID)
-	l.failures = append(l.failures, &e)
-}
-
-// qpayInjected consumes an injected failure for api, if any.
-func (s *Sandbox) qpayInjected(mchID, api string) *QPayError {
-	st := s.qpay
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	l := st.ledger(mchID)
-	for i, f := range l.failures {
-		if f.API != "" && f.API != api {
-			continue
-		}
-		f.Times--
-		if f.Times <= 0 {
-			l.failures = append(l.failures[:i], l.failures[i+1:]...)
-		}
-		return f
-	}
-	return nil
+	s.qpay.failures.add(mchID, e.API, e.Times, e)
 }
 
 // qpayAPI parses and authenticates a request, applies injected failures,
@@ -251,7 +225,7 @@ func (s *Sandbox) qpayAPI(api string, h func(*qpayCall) qpayReply) fiber.Handler
 			}
 			if call.app == nil {
 				rep = qpayFail("APPID_MCHID_NOT_MATCH", "appid and mch_id do not match")
-			} else if f := s.qpayInjected(call.m.MchID, api); f != nil {
+			} else if f, ok := s.qpay.failures.take(call.m.MchID, api); ok {
 				rep = qpayFail(f.ErrCode, f.ErrCodeDes)
 			} else {
 				rep = h(call)

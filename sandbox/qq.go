@@ -55,7 +55,7 @@ type qqState struct {
 	tokens map[string]*qqToken
 	// latest is each app's newest token (by minigate app id).
 	latest   map[string]string
-	failures map[string][]*QQError // by minigate app id
+	failures injectedFailures[QQError] // by minigate app id
 }
 
 type qqToken struct {
@@ -64,7 +64,7 @@ type qqToken struct {
 }
 
 func newQQState() *qqState {
-	return &qqState{tokens: map[string]*qqToken{}, latest: map[string]string{}, failures: map[string][]*QQError{}}
+	return &qqState{tokens: map[string]*qqToken{}, latest: map[string]string{}}
 }
 
 func (s *Sandbox) mountQQ(r fiber.Router) {
@@ -76,31 +76,17 @@ func (s *Sandbox) mountQQ(r fiber.Router) {
 // FailQQ makes the next e.Times calls (default 1) of app (minigate id) to
 // e.API answer e's errcode instead of being handled.
 func (s *Sandbox) FailQQ(app string, e QQError) {
-	if e.Times <= 0 {
-		e.Times = 1
-	}
-	st := s.qq
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.failures[app] = append(st.failures[app], &e)
+	s.qq.failures.add(app, e.API, e.Times, e)
 }
 
-// qqInjected consumes an injected failure of app for api, if any.
-func (s *Sandbox) qqInjected(app, api string) *QQError {
-	st := s.qq
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	for i, f := range st.failures[app] {
-		if f.API != "" && f.API != api {
-			continue
-		}
-		f.Times--
-		if f.Times <= 0 {
-			st.failures[app] = append(st.failures[app][:i], st.failures[app][i+1:]...)
-		}
-		return f
+// qqInjected answers an injected failure of app for api, if there is one;
+// it reports whether it did.
+func (s *Sandbox) qqInjected(c *fiber.Ctx, app, api string) (bool, error) {
+	hit, ok := s.qq.failures.take(app, api)
+	if !ok {
+		return false, nil
 	}
-	return nil
+	return true, qqError(c, hit.ErrCode, hit.ErrMsg)
 }
 
 func qqError(c *fiber.Ctx, code int, msg string) error {
@@ -125,8 +111,8 @@ func (s *Sandbox) qqCode2Session(c *fiber.Ctx) error {
 	if a == nil {
 		return errAnswered
 	}
-	if f := s.qqInjected(a.ID, "jscode2session"); f != nil {
-		return qqError(c, f.ErrCode, f.ErrMsg)
+	if hit, err := s.qqInjected(c, a.ID, "jscode2session"); hit {
+		return err
 	}
 	if c.Query("grant_type") != "authorization_code" {
 		return qqError(c, qqErrGrantType, "invalid grant_type")
@@ -169,8 +155,8 @@ func (s *Sandbox) qqGetToken(c *fiber.Ctx) error {
 	if a == nil {
 		return errAnswered
 	}
-	if f := s.qqInjected(a.ID, "getToken"); f != nil {
-		return qqError(c, f.ErrCode, f.ErrMsg)
+	if hit, err := s.qqInjected(c, a.ID, "getToken"); hit {
+		return err
 	}
 	now := s.now()
 	tok := randomHex(32)

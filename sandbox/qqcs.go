@@ -20,14 +20,8 @@ func (s *Sandbox) qqCSDialect() csDialect {
 			}
 			return a, nil
 		},
-		injected: func(c *fiber.Ctx, app, api string) (bool, error) {
-			f := s.qqInjected(app, api)
-			if f == nil {
-				return false, nil
-			}
-			return true, qqError(c, f.ErrCode, f.ErrMsg)
-		},
-		fail: qqError,
+		injected: s.qqInjected,
+		fail:     qqError,
 	}
 }
 

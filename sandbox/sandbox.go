@@ -289,6 +289,50 @@ func (s *Sandbox) redeemCode(app *App, code, kind string) (string, codeResult) {
 	return c.user, codeOK
 }
 
+// injectedFailures queues failures injected by tests and control routes,
+// per key (a minigate app id or a merchant id): each one answers the next
+// times calls to its API (any API when that is empty) instead of the
+// simulation, first injected first. The zero value is ready to use.
+type injectedFailures[F any] struct {
+	mu     sync.Mutex
+	queued map[string][]*injectedFailure[F]
+}
+
+type injectedFailure[F any] struct {
+	api   string
+	times int
+	fail  F
+}
+
+// add queues f for the next times calls (at least 1) to key's api.
+func (q *injectedFailures[F]) add(key, api string, times int, f F) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.queued == nil {
+		q.queued = map[string][]*injectedFailure[F]{}
+	}
+	q.queued[key] = append(q.queued[key], &injectedFailure[F]{api: api, times: max(times, 1), fail: f})
+}
+
+// take consumes one call of the first failure queued for key's api, if any.
+func (q *injectedFailures[F]) take(key, api string) (F, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	list := q.queued[key]
+	for i, f := range list {
+		if f.api != "" && f.api != api {
+			continue
+		}
+		f.times--
+		if f.times <= 0 {
+			q.queued[key] = append(list[:i], list[i+1:]...)
+		}
+		return f.fail, true
+	}
+	var none F
+	return none, false
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {

@@ -124,7 +124,7 @@ type wechatState struct {
 	// activity is keyed by (app, openid).
 	activity map[string]*Activity
 	media    map[string]*wechatMedia
-	failures map[string][]*WeChatError // by minigate app id
+	failures injectedFailures[WeChatError] // by minigate app id
 	// cs is the customer-service state (WeChat and QQ apps).
 	cs *csState
 }
@@ -153,7 +153,7 @@ func newWeChatState() *wechatState {
 	return &wechatState{
 		tokens: map[string]*wechatToken{}, stable: map[string]*wechatToken{}, classic: map[string]*wechatToken{},
 		stats: map[string]*TokenStats{}, logins: map[string][]time.Time{}, sessionKeys: map[string]string{},
-		activity: map[string]*Activity{}, media: map[string]*wechatMedia{}, failures: map[string][]*WeChatError{},
+		activity: map[string]*Activity{}, media: map[string]*wechatMedia{},
 		cs: newCSState(),
 	}
 }
@@ -185,34 +185,14 @@ func wechatKey(a, b string) string { return a + "\x00" + b }
 // FailWeChat makes the next e.Times calls (default 1) of app (minigate id)
 // to e.API answer e's errcode instead of being handled.
 func (s *Sandbox) FailWeChat(app string, e WeChatError) {
-	if e.Times <= 0 {
-		e.Times = 1
-	}
-	st := s.wechat
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.failures[app] = append(st.failures[app], &e)
+	s.wechat.failures.add(app, e.API, e.Times, e)
 }
 
 // wechatInjected answers an injected failure of app for api, if there is
 // one; it reports whether it did.
 func (s *Sandbox) wechatInjected(c *fiber.Ctx, app, api string) (bool, error) {
-	st := s.wechat
-	st.mu.Lock()
-	var hit *WeChatError
-	for i, f := range st.failures[app] {
-		if f.API != "" && f.API != api {
-			continue
-		}
-		f.Times--
-		if f.Times <= 0 {
-			st.failures[app] = append(st.failures[app][:i], st.failures[app][i+1:]...)
-		}
-		hit = f
-		break
-	}
-	st.mu.Unlock()
-	if hit == nil {
+	hit, ok := s.wechat.failures.take(app, api)
+	if !ok {
 		return false, nil
 	}
 	msg := hit.ErrMsg

@@ -93,8 +93,9 @@ type WeChatPayRefundNotifyRequest struct {
 }
 
 type wechatPayState struct {
-	mu      sync.Mutex
-	ledgers map[string]*wechatPayLedger // by mchid
+	mu       sync.Mutex
+	ledgers  map[string]*wechatPayLedger      // by mchid
+	failures injectedFailures[WeChatPayError] // by mchid
 }
 
 func newWeChatPayState() *wechatPayState {
@@ -108,7 +109,6 @@ type wechatPayLedger struct {
 	orderList  []*wechatPayOrder
 	refunds    map[string]*wechatPayRefund // by out_refund_no
 	refundList []*wechatPayRefund
-	failures   []*WeChatPayError
 }
 
 // ledger returns the merchant's ledger, creating it. Callers hold st.mu.
@@ -230,8 +230,8 @@ func (s *Sandbox) wechatPayAPI(api string, h func(*wechatPayCall) wechatPayReply
 		}
 		rep := fail
 		if rep.status == 0 {
-			if injected := s.wechatPayInjected(call.mchID, api); injected != nil {
-				rep = *injected
+			if f, ok := s.wechatpay.failures.take(call.mchID, api); ok {
+				rep = wechatPayFail(f.Status, f.Code, f.Message)
 			} else {
 				rep = h(call)
 			}
@@ -440,34 +440,7 @@ func wechatPayAbs(d time.Duration) time.Duration {
 // e.API answer e instead of being handled. The answer is signed like any
 // other.
 func (s *Sandbox) FailWeChatPay(mchID string, e WeChatPayError) {
-	if e.Times <= 0 {
-		e.Times = 1
-	}
-	st := s.wechatpay
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	l := st.ledger(mchID)
-	l.failures = append(l.failures, &e)
-}
-
-// wechatPayInjected consumes an injected failure for api, if any.
-func (s *Sandbox) wechatPayInjected(mchID, api string) *wechatPayReply {
-	st := s.wechatpay
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	l := st.ledger(mchID)
-	for i, f := range l.failures {
-		if f.API != "" && f.API != api {
-			continue
-		}
-		f.Times--
-		if f.Times <= 0 {
-			l.failures = append(l.failures[:i], l.failures[i+1:]...)
-		}
-		rep := wechatPayFail(f.Status, f.Code, f.Message)
-		return &rep
-	}
-	return nil
+	s.wechatpay.failures.add(mchID, e.API, e.Times, e)
 }
 
 // --- JSAPI prepay ---
