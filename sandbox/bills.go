@@ -116,18 +116,26 @@ func (st *billState) day(account string, day time.Time) *billDay {
 	return d
 }
 
+// billDayOf names the books and the day of app's bill for date
+// (YYYY-MM-DD).
+func (s *Sandbox) billDayOf(appID, date string) (account string, day time.Time, err error) {
+	a := s.App(appID)
+	if a == nil {
+		return "", time.Time{}, fmt.Errorf("sandbox: unknown app %q", appID)
+	}
+	if account, err = billAccount(a); err != nil {
+		return "", time.Time{}, err
+	}
+	if day, err = parseBillDate(date); err != nil {
+		return "", time.Time{}, err
+	}
+	return account, day, nil
+}
+
 // MarkBillReady makes app's bill for date (YYYY-MM-DD) available now,
 // before the usual 10:00 the next day.
 func (s *Sandbox) MarkBillReady(appID, date string) error {
-	a := s.App(appID)
-	if a == nil {
-		return fmt.Errorf("sandbox: unknown app %q", appID)
-	}
-	account, err := billAccount(a)
-	if err != nil {
-		return err
-	}
-	day, err := parseBillDate(date)
+	account, day, err := s.billDayOf(appID, date)
 	if err != nil {
 		return err
 	}
@@ -139,15 +147,7 @@ func (s *Sandbox) MarkBillReady(appID, date string) error {
 
 // DivergeBill adds divergences to app's bill for date (YYYY-MM-DD).
 func (s *Sandbox) DivergeBill(appID, date string, d BillDivergence) error {
-	a := s.App(appID)
-	if a == nil {
-		return fmt.Errorf("sandbox: unknown app %q", appID)
-	}
-	account, err := billAccount(a)
-	if err != nil {
-		return err
-	}
-	day, err := parseBillDate(date)
+	account, day, err := s.billDayOf(appID, date)
 	if err != nil {
 		return err
 	}

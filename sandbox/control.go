@@ -88,6 +88,22 @@ func (s *Sandbox) controlApp(c *fiber.Ctx) (*App, error) {
 	return a, nil
 }
 
+// platformControl makes h a control route for the apps of one platform:
+// other apps' requests pass on to the next handler, so another platform
+// may serve the same path.
+func (s *Sandbox) platformControl(platform string, h func(c *fiber.Ctx, a *App) error) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		a, err := s.controlApp(c)
+		if err != nil {
+			return err
+		}
+		if a.Platform != platform {
+			return c.Next()
+		}
+		return h(c, a)
+	}
+}
+
 func (s *Sandbox) handleCode(kind string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		a, err := s.controlApp(c)

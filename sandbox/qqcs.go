@@ -46,14 +46,7 @@ func (s *Sandbox) InvalidateQQTokens(app string) {
 
 // handleQQInvalidateTokens is POST /sandbox/apps/{app}/tokens/invalidate
 // for QQ apps.
-func (s *Sandbox) handleQQInvalidateTokens(c *fiber.Ctx) error {
-	a, err := s.controlApp(c)
-	if err != nil {
-		return err
-	}
-	if a.Platform != QQ {
-		return c.Next()
-	}
+func (s *Sandbox) handleQQInvalidateTokens(c *fiber.Ctx, a *App) error {
 	s.InvalidateQQTokens(a.ID)
 	return c.JSON(fiber.Map{"invalidated": true})
 }

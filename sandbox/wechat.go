@@ -170,8 +170,8 @@ func (s *Sandbox) mountWeChat(r fiber.Router) {
 // group (/sandbox/apps/:app). Routes that are WeChat-only pass other apps
 // on to the next handler, so another platform may serve the same path.
 func (s *Sandbox) mountWeChatControl(g fiber.Router) {
-	g.Post("/tokens/invalidate", s.handleWeChatInvalidateTokens)
-	g.Get("/tokens", s.handleWeChatTokenStats)
+	g.Post("/tokens/invalidate", s.platformControl(WeChat, s.handleWeChatInvalidateTokens))
+	g.Get("/tokens", s.platformControl(WeChat, s.handleWeChatTokenStats))
 	g.Post("/users/:name/encrypted-data", s.handleWeChatEncryptedData)
 	s.mountCustomerServiceControl(g)
 }
@@ -444,26 +444,12 @@ func (s *Sandbox) WeChatTokenStats(app string) TokenStats {
 	return *st.statsLocked(app)
 }
 
-func (s *Sandbox) handleWeChatInvalidateTokens(c *fiber.Ctx) error {
-	a, err := s.controlApp(c)
-	if err != nil {
-		return err
-	}
-	if a.Platform != WeChat {
-		return c.Next()
-	}
+func (s *Sandbox) handleWeChatInvalidateTokens(c *fiber.Ctx, a *App) error {
 	s.InvalidateWeChatTokens(a.ID)
 	return c.JSON(s.WeChatTokenStats(a.ID))
 }
 
-func (s *Sandbox) handleWeChatTokenStats(c *fiber.Ctx) error {
-	a, err := s.controlApp(c)
-	if err != nil {
-		return err
-	}
-	if a.Platform != WeChat {
-		return c.Next()
-	}
+func (s *Sandbox) handleWeChatTokenStats(c *fiber.Ctx, a *App) error {
 	return c.JSON(s.WeChatTokenStats(a.ID))
 }
 

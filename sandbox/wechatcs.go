@@ -173,7 +173,7 @@ func (s *Sandbox) mountCS(r fiber.Router, d csDialect) {
 // WeChat handler of the same path passes other apps on).
 func (s *Sandbox) mountCustomerServiceControl(g fiber.Router) {
 	g.Get("/customer-messages", s.handleCustomerMessages)
-	g.Post("/tokens/invalidate", s.handleQQInvalidateTokens)
+	g.Post("/tokens/invalidate", s.platformControl(QQ, s.handleQQInvalidateTokens))
 }
 
 // csSend is POST custom/send.
@@ -325,19 +325,32 @@ func (st *wechatState) deliver(app, openid string, now time.Time) int {
 func (st *wechatState) recordCustomerMessage(m CustomerMessage) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	list := append(st.cs.messages[m.App], m)
+	st.cs.messages[m.App] = keepLast(st.cs.messages[m.App], m)
+}
+
+// keepLast appends v to list and keeps the last csKept.
+func keepLast[T any](list []T, v T) []T {
+	list = append(list, v)
 	if len(list) > csKept {
 		list = list[len(list)-csKept:]
 	}
-	st.cs.messages[m.App] = list
+	return list
 }
 
 // mediaValid reports whether id is an unexpired media of app.
 func (st *wechatState) mediaValid(app, id string, now time.Time) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	m := st.media[id]
-	return m != nil && m.app == app && !now.After(m.expires)
+	return st.mediaLocked(app, id, now) != nil
+}
+
+// mediaLocked returns media id of app if it has not expired at now, or
+// nil. Callers hold st.mu.
+func (st *wechatState) mediaLocked(app, id string, now time.Time) *wechatMedia {
+	if m := st.media[id]; m != nil && m.app == app && !now.After(m.expires) {
+		return m
+	}
+	return nil
 }
 
 // csTyping is POST custom/typing.
@@ -415,11 +428,7 @@ func (st *wechatState) typing(app, openid, command string, now time.Time) int {
 func (st *wechatState) recordTyping(t TypingCommand) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	list := append(st.cs.typing[t.App], t)
-	if len(list) > csKept {
-		list = list[len(list)-csKept:]
-	}
-	st.cs.typing[t.App] = list
+	st.cs.typing[t.App] = keepLast(st.cs.typing[t.App], t)
 }
 
 // csUpload is POST media/upload?type=image with the file in field "media".
@@ -473,13 +482,12 @@ func (s *Sandbox) csMediaGet(c *fiber.Ctx, d csDialect) error {
 	id := c.Query("media_id")
 	st := s.wechat
 	st.mu.Lock()
-	m := st.media[id]
-	ok := m != nil && m.app == a.ID && !s.now().After(m.expires)
-	if ok {
+	m := st.mediaLocked(a.ID, id, s.now())
+	if m != nil {
 		st.cs.fetches[wechatKey(a.ID, id)]++
 	}
 	st.mu.Unlock()
-	if !ok {
+	if m == nil {
 		return d.fail(c, wechatErrMediaID, "invalid media_id")
 	}
 	c.Set(fiber.HeaderContentType, m.contentType)
