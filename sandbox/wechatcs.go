@@ -145,6 +145,19 @@ type csDialect struct {
 	fail     func(c *fiber.Ctx, code int, msg string) error
 }
 
+// call authenticates a call to api and answers an injected failure of
+// it, if one is due; it returns a nil app when it answered the request.
+func (d csDialect) call(c *fiber.Ctx, api string) (*App, error) {
+	a, err := d.tokenApp(c)
+	if a == nil {
+		return nil, err
+	}
+	if hit, err := d.injected(c, a.ID, api); hit {
+		return nil, err
+	}
+	return a, nil
+}
+
 func (s *Sandbox) wechatCSDialect() csDialect {
 	return csDialect{tokenApp: s.wechatTokenApp, injected: s.wechatInjected, fail: wechatError}
 }
@@ -433,11 +446,8 @@ func (st *wechatState) recordTyping(t TypingCommand) {
 
 // csUpload is POST media/upload?type=image with the file in field "media".
 func (s *Sandbox) csUpload(c *fiber.Ctx, d csDialect) error {
-	a, err := d.tokenApp(c)
+	a, err := d.call(c, csAPIUpload)
 	if a == nil {
-		return err
-	}
-	if hit, err := d.injected(c, a.ID, csAPIUpload); hit {
 		return err
 	}
 	if c.Query("type") != "image" {
@@ -472,11 +482,8 @@ func (s *Sandbox) csUpload(c *fiber.Ctx, d csDialect) error {
 
 // csMediaGet is GET media/get: the media's bytes, or 40007.
 func (s *Sandbox) csMediaGet(c *fiber.Ctx, d csDialect) error {
-	a, err := d.tokenApp(c)
+	a, err := d.call(c, csAPIGet)
 	if a == nil {
-		return err
-	}
-	if hit, err := d.injected(c, a.ID, csAPIGet); hit {
 		return err
 	}
 	id := c.Query("media_id")
