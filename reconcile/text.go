@@ -2,9 +2,11 @@ package reconcile
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -17,6 +19,33 @@ import (
 // MaxBillBytes bounds a downloaded (and decompressed) bill: a merchant with
 // a million orders a day stays well inside it.
 const MaxBillBytes = 256 << 20
+
+// ReadBill reads r to its end, at most MaxBillBytes; a longer bill is
+// ErrTooLarge.
+func ReadBill(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxBillBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxBillBytes {
+		return nil, ErrTooLarge
+	}
+	return b, nil
+}
+
+// GunzipBill returns b decompressed (within MaxBillBytes) when it is gzip,
+// recognised by its magic bytes, and b itself otherwise.
+func GunzipBill(b []byte) ([]byte, error) {
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		return b, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	return ReadBill(zr)
+}
 
 // DecodeText returns a bill's text as UTF-8: a UTF-8 BOM is dropped, and
 // text that is not valid UTF-8 is read as GBK (GB18030, its superset), the
@@ -72,6 +101,107 @@ func SplitBacktickRow(line string) ([]string, error) {
 		return strings.Split(rest, ",`"), nil
 	}
 	return SplitCSV(line)
+}
+
+// BacktickBill is the layout of WeChat Pay's trade bill and QQ wallet's
+// statement (bill_type ALL): a header row, detail rows whose every cell
+// starts with a backtick, then a summary header, whose first column is
+// 总交易单数, and one summary row. Columns are found by name; the platform
+// reads the rows.
+type BacktickBill struct {
+	Platform string
+	// Name names the file in errors, e.g. "trade bill".
+	Name string
+	// Required are the columns without which the first line is not the
+	// bill's header.
+	Required []string
+	// Row reads a detail row, Summary the summary row, by header h.
+	Row     func(h Header, cells []string) (Row, error)
+	Summary func(h Header, cells []string) (*Summary, error)
+}
+
+// backtickSummaryFirst is the first column of a backtick bill's summary
+// header.
+const backtickSummaryFirst = "总交易单数"
+
+// Parse parses data, the bill of date. A BOM, CRLF line ends and GBK text
+// are accepted and blank lines skipped; an empty file is an empty day.
+// Errors are *ParseError naming the line of the problem.
+func (l BacktickBill) Parse(date Date, data []byte) (*Bill, error) {
+	text, err := DecodeText(data)
+	if err != nil {
+		return nil, &ParseError{Platform: l.Platform, Msg: err.Error()}
+	}
+	bill := &Bill{Platform: l.Platform, Date: date}
+	lines := Lines(text)
+	n := 0
+	// next returns the next non-blank line's number and cells; past the
+	// last line, its number and io.EOF.
+	next := func() (int, []string, error) {
+		for ; n < len(lines); n++ {
+			if strings.TrimSpace(lines[n]) != "" {
+				cells, err := SplitBacktickRow(lines[n])
+				n++
+				return n, cells, err
+			}
+		}
+		return len(lines) + 1, nil, io.EOF
+	}
+	bad := func(line int, format string, args ...any) error {
+		return &ParseError{Platform: l.Platform, Line: line, Msg: fmt.Sprintf(format, args...)}
+	}
+	lineNo, cells, err := next()
+	switch {
+	case errors.Is(err, io.EOF):
+		return bill, nil
+	case err != nil:
+		return nil, bad(lineNo, "%v", err)
+	}
+	head := NewHeader(cells)
+	if !head.Has(l.Required...) {
+		return nil, bad(lineNo, "no %s header (%s)", l.Name, strings.Join(l.Required, ", "))
+	}
+	for {
+		lineNo, cells, err := next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return bill, nil
+		case err != nil:
+			return nil, bad(lineNo, "%v", err)
+		}
+		if CleanCell(cells[0]) != backtickSummaryFirst {
+			row, err := l.Row(head, cells)
+			if err != nil {
+				return nil, bad(lineNo, "%v", err)
+			}
+			bill.Rows = append(bill.Rows, row)
+			continue
+		}
+		sumHead := NewHeader(cells)
+		lineNo, cells, err = next()
+		switch {
+		case errors.Is(err, io.EOF):
+			return nil, bad(lineNo, "summary header without a summary row")
+		case err != nil:
+			return nil, bad(lineNo, "%v", err)
+		}
+		if bill.Summary, err = l.Summary(sumHead, cells); err != nil {
+			return nil, bad(lineNo, "%v", err)
+		}
+		if lineNo, _, err = next(); !errors.Is(err, io.EOF) {
+			return nil, bad(lineNo, "content after the summary row")
+		}
+		return bill, nil
+	}
+}
+
+// AbsFen returns the magnitude of v: bills write refunded amounts with
+// either sign.
+func AbsFen(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // ParseAmount parses a bill's yuan amount into fen, exactly: "1", "1.5",

@@ -89,12 +89,12 @@ func downloadBillFile(ctx context.Context, u string) ([]byte, error) {
 		return nil, &adapters.PlatformError{Platform: Platform, API: api, Reason: adapters.ReasonBadResponse,
 			HTTPStatus: resp.StatusCode, Message: "the bill download link answered " + resp.Status}
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, reconcile.MaxBillBytes+1))
+	raw, err := reconcile.ReadBill(resp.Body)
+	if errors.Is(err, reconcile.ErrTooLarge) {
+		return nil, badResponse(api, "bill too large", err)
+	}
 	if err != nil {
 		return nil, adapters.TransportError(Platform, api, err)
-	}
-	if len(raw) > reconcile.MaxBillBytes {
-		return nil, badResponse(api, "bill too large", reconcile.ErrTooLarge)
 	}
 	return raw, nil
 }
@@ -241,7 +241,7 @@ func ParseBillDetail(date reconcile.Date, data []byte) (*reconcile.Bill, error) 
 				sum.Amount = amount
 			} else {
 				sum.Count += n
-				sum.Refunds = absFen(amount)
+				sum.Refunds = reconcile.AbsFen(amount)
 			}
 			footers++
 			continue
@@ -312,7 +312,7 @@ func parseDetailRow(h reconcile.Header, cells []string) (reconcile.Row, bool, er
 	if err != nil {
 		return r, false, fmt.Errorf("服务费: %w", err)
 	}
-	r.Amount, r.Settled, r.Fee = absFen(r.Amount), absFen(r.Settled), -fee
+	r.Amount, r.Settled, r.Fee = reconcile.AbsFen(r.Amount), reconcile.AbsFen(r.Settled), -fee
 	if r.Kind == reconcile.KindRefund {
 		r.OutRefundNo = h.Get(cells, billColRefundNo...)
 		if r.OutRefundNo == "" {
@@ -352,11 +352,4 @@ func parseBillSummaryFees(data []byte) (int64, bool, error) {
 		return -fee, true, nil
 	}
 	return 0, false, nil
-}
-
-func absFen(v int64) int64 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }

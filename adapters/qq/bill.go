@@ -2,11 +2,9 @@ package qq
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -56,20 +54,17 @@ func (p *Pay) DownloadBill(ctx context.Context, date reconcile.Date) (bill *reco
 		return nil, adapters.TransportError(PlatformQPay, api, err)
 	}
 	defer hresp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(hresp.Body, reconcile.MaxBillBytes+1))
-	if err != nil {
-		return nil, adapters.TransportError(PlatformQPay, api, err)
-	}
+	body, err := reconcile.ReadBill(hresp.Body)
 	switch {
-	case len(body) > reconcile.MaxBillBytes:
-		return nil, badResponse(api, "statement too large", reconcile.ErrTooLarge)
+	case errors.Is(err, reconcile.ErrTooLarge):
+		return nil, badResponse(api, "statement too large", err)
+	case err != nil:
+		return nil, adapters.TransportError(PlatformQPay, api, err)
 	case hresp.StatusCode != http.StatusOK:
 		return nil, statusError(PlatformQPay, api, hresp.StatusCode)
 	}
-	if len(body) >= 2 && body[0] == 0x1f && body[1] == 0x8b {
-		if body, err = gunzip(body); err != nil {
-			return nil, badResponse(api, "gzip", err)
-		}
+	if body, err = reconcile.GunzipBill(body); err != nil {
+		return nil, badResponse(api, "gzip", err)
 	}
 	if trimmed := bytes.TrimSpace(body); bytes.HasPrefix(trimmed, []byte("<xml>")) || bytes.HasPrefix(trimmed, []byte("<?xml")) {
 		return p.statementFailure(api, date, trimmed)
@@ -103,22 +98,6 @@ func (p *Pay) statementFailure(api string, date reconcile.Date, body []byte) (*r
 		Code: firstNonEmpty(resp["return_code"], "FAIL"), SubCode: resp["err_code"], Message: msg}
 }
 
-func gunzip(b []byte) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	defer zr.Close()
-	out, err := io.ReadAll(io.LimitReader(zr, reconcile.MaxBillBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > reconcile.MaxBillBytes {
-		return nil, reconcile.ErrTooLarge
-	}
-	return out, nil
-}
-
 // QQ wallet statement columns.
 const (
 	stmtColTime          = "交易时间"
@@ -141,68 +120,20 @@ const (
 	stmtStateRefund = "REFUND"
 )
 
+// statement is QQ wallet's statement layout.
+var statement = reconcile.BacktickBill{
+	Platform: PlatformQPay, Name: "statement",
+	Required: []string{stmtColTime, stmtColOutTradeNo, stmtColState},
+	Row:      parseStatementRow, Summary: parseStatementSummary,
+}
+
 // ParseStatement parses a QQ wallet statement (bill_type ALL): a header,
 // detail rows of backtick-prefixed cells, then a summary header and one
 // summary row. Columns are found by name; a BOM, CRLF and GBK text are
 // accepted; an empty file is an empty day. Rows whose 交易状态 is REFUND
 // are refunds, the others payments. Amounts are yuan, converted exactly.
 func ParseStatement(date reconcile.Date, data []byte) (*reconcile.Bill, error) {
-	text, err := reconcile.DecodeText(data)
-	if err != nil {
-		return nil, &reconcile.ParseError{Platform: PlatformQPay, Msg: err.Error()}
-	}
-	bill := &reconcile.Bill{Platform: PlatformQPay, Date: date}
-	var head reconcile.Header
-	lines := reconcile.Lines(text)
-	for i := 0; i < len(lines); i++ {
-		lineNo := i + 1
-		bad := func(format string, args ...any) error {
-			return &reconcile.ParseError{Platform: PlatformQPay, Line: lineNo, Msg: fmt.Sprintf(format, args...)}
-		}
-		if strings.TrimSpace(lines[i]) == "" {
-			continue
-		}
-		cells, err := reconcile.SplitBacktickRow(lines[i])
-		if err != nil {
-			return nil, bad("%v", err)
-		}
-		if head == nil {
-			head = reconcile.NewHeader(cells)
-			if !head.Has(stmtColTime, stmtColOutTradeNo, stmtColState) {
-				return nil, bad("no statement header (交易时间, 商户订单号, 交易状态)")
-			}
-			continue
-		}
-		if reconcile.CleanCell(cells[0]) != stmtSumCount {
-			row, err := parseStatementRow(head, cells)
-			if err != nil {
-				return nil, bad("%v", err)
-			}
-			bill.Rows = append(bill.Rows, row)
-			continue
-		}
-		sumHead := reconcile.NewHeader(cells)
-		for i++; i < len(lines) && strings.TrimSpace(lines[i]) == ""; i++ {
-		}
-		lineNo = i + 1
-		if i == len(lines) {
-			return nil, bad("summary header without a summary row")
-		}
-		sumCells, err := reconcile.SplitBacktickRow(lines[i])
-		if err != nil {
-			return nil, bad("%v", err)
-		}
-		if bill.Summary, err = parseStatementSummary(sumHead, sumCells); err != nil {
-			return nil, bad("%v", err)
-		}
-		for i++; i < len(lines); i++ {
-			if strings.TrimSpace(lines[i]) != "" {
-				lineNo = i + 1
-				return nil, bad("content after the summary row")
-			}
-		}
-	}
-	return bill, nil
+	return statement.Parse(date, data)
 }
 
 func parseStatementRow(h reconcile.Header, cells []string) (reconcile.Row, error) {
@@ -226,7 +157,7 @@ func parseStatementRow(h reconcile.Header, cells []string) (reconcile.Row, error
 		if r.Amount, err = reconcile.ParseAmount(h.Get(cells, stmtColRefund)); err != nil {
 			return r, fmt.Errorf("退款金额: %w", err)
 		}
-		r.Amount = absFen(r.Amount)
+		r.Amount = reconcile.AbsFen(r.Amount)
 		r.Settled = r.Amount
 		at := h.Get(cells, stmtColRefundTime)
 		if at == "" {
@@ -268,13 +199,6 @@ func parseStatementSummary(h reconcile.Header, cells []string) (*reconcile.Summa
 	if s.Fees, err = reconcile.ParseAmountOr0(h.Get(cells, stmtSumFees)); err != nil {
 		return nil, fmt.Errorf("手续费总金额: %w", err)
 	}
-	s.Refunds = absFen(s.Refunds)
+	s.Refunds = reconcile.AbsFen(s.Refunds)
 	return &s, nil
-}
-
-func absFen(v int64) int64 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }

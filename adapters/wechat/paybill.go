@@ -1,15 +1,12 @@
 package wechat
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -109,33 +106,14 @@ func (p *Pay) downloadBillFile(ctx context.Context, u string) ([]byte, error) {
 		return nil, payError(api, err)
 	}
 	defer res.Response.Body.Close()
-	raw, err := readBill(res.Response.Body)
+	raw, err := reconcile.ReadBill(res.Response.Body)
 	if err != nil {
 		return nil, adapters.TransportError(PayPlatform, api, err)
 	}
-	if len(raw) >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, payBadResponse(api, "gzip: "+err.Error())
-		}
-		defer zr.Close()
-		if raw, err = readBill(zr); err != nil {
-			return nil, payBadResponse(api, "gzip: "+err.Error())
-		}
+	if raw, err = reconcile.GunzipBill(raw); err != nil {
+		return nil, payBadResponse(api, "gzip: "+err.Error())
 	}
 	return raw, nil
-}
-
-// readBill reads at most reconcile.MaxBillBytes.
-func readBill(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, reconcile.MaxBillBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > reconcile.MaxBillBytes {
-		return nil, reconcile.ErrTooLarge
-	}
-	return b, nil
 }
 
 // WeChat Pay trade bill columns (v3; v2's older names as fallbacks).
@@ -163,6 +141,13 @@ const (
 	billStateRefund = "REFUND"
 )
 
+// tradeBill is WeChat Pay's trade bill layout.
+var tradeBill = reconcile.BacktickBill{
+	Platform: PayPlatform, Name: "trade bill",
+	Required: []string{billColTime, billColOutTradeNo, billColState},
+	Row:      parseBillRow, Summary: parseBillSummary,
+}
+
 // ParseTradeBill parses a WeChat Pay trade bill (bill_type ALL): a header
 // row, detail rows whose every cell starts with a backtick, then a summary
 // header and one summary row. Columns are found by name, so bills of older
@@ -171,62 +156,7 @@ const (
 // empty day. Rows whose 交易状态 is REFUND are refunds; the others are
 // payments. Amounts are yuan, converted to fen exactly.
 func ParseTradeBill(date reconcile.Date, data []byte) (*reconcile.Bill, error) {
-	text, err := reconcile.DecodeText(data)
-	if err != nil {
-		return nil, &reconcile.ParseError{Platform: PayPlatform, Msg: err.Error()}
-	}
-	bill := &reconcile.Bill{Platform: PayPlatform, Date: date}
-	lines := reconcile.Lines(text)
-	n := 0
-	next := func() (int, []string, error) {
-		for ; n < len(lines); n++ {
-			if strings.TrimSpace(lines[n]) != "" {
-				cells, err := reconcile.SplitBacktickRow(lines[n])
-				n++
-				return n, cells, err
-			}
-		}
-		return 0, nil, io.EOF
-	}
-	lineNo, first, err := next()
-	if errors.Is(err, io.EOF) {
-		return bill, nil
-	}
-	bad := func(line int, format string, args ...any) error {
-		return &reconcile.ParseError{Platform: PayPlatform, Line: line, Msg: fmt.Sprintf(format, args...)}
-	}
-	if err != nil {
-		return nil, bad(lineNo, "%v", err)
-	}
-	head := reconcile.NewHeader(first)
-	if !head.Has(billColTime, billColOutTradeNo, billColState) {
-		return nil, bad(lineNo, "no trade bill header (交易时间, 商户订单号, 交易状态)")
-	}
-	for {
-		lineNo, cells, err := next()
-		if errors.Is(err, io.EOF) {
-			return bill, nil
-		}
-		if err != nil {
-			return nil, bad(lineNo, "%v", err)
-		}
-		if reconcile.CleanCell(cells[0]) == billSumCount {
-			sum, err := parseBillSummary(cells, next)
-			if err != nil {
-				return nil, err
-			}
-			bill.Summary = sum
-			if l, _, err := next(); !errors.Is(err, io.EOF) {
-				return nil, bad(l, "content after the summary row")
-			}
-			return bill, nil
-		}
-		row, err := parseBillRow(head, cells)
-		if err != nil {
-			return nil, bad(lineNo, "%v", err)
-		}
-		bill.Rows = append(bill.Rows, row)
-	}
+	return tradeBill.Parse(date, data)
 }
 
 func parseBillRow(h reconcile.Header, cells []string) (reconcile.Row, error) {
@@ -261,7 +191,7 @@ func parseBillRow(h reconcile.Header, cells []string) (reconcile.Row, error) {
 				return r, fmt.Errorf("申请退款金额: %w", err)
 			}
 		}
-		r.Settled, r.Amount = absFen(r.Settled), absFen(r.Amount)
+		r.Settled, r.Amount = reconcile.AbsFen(r.Settled), reconcile.AbsFen(r.Amount)
 		return r, nil
 	}
 	r.Kind = reconcile.KindPayment
@@ -277,39 +207,24 @@ func parseBillRow(h reconcile.Header, cells []string) (reconcile.Row, error) {
 	return r, nil
 }
 
-// parseBillSummary reads the summary row that follows the summary header.
-func parseBillSummary(header []string, next func() (int, []string, error)) (*reconcile.Summary, error) {
-	h := reconcile.NewHeader(header)
-	lineNo, cells, err := next()
-	bad := func(msg string) error {
-		return &reconcile.ParseError{Platform: PayPlatform, Line: lineNo, Msg: msg}
-	}
-	if errors.Is(err, io.EOF) {
-		return nil, bad("summary header without a summary row")
-	}
-	if err != nil {
-		return nil, bad(err.Error())
-	}
-	var s reconcile.Summary
+// parseBillSummary reads the summary row.
+func parseBillSummary(h reconcile.Header, cells []string) (*reconcile.Summary, error) {
+	var (
+		s   reconcile.Summary
+		err error
+	)
 	if s.Count, err = strconv.Atoi(h.Get(cells, billSumCount)); err != nil || s.Count < 0 {
-		return nil, bad("总交易单数 is not a count")
+		return nil, errors.New("总交易单数 is not a count")
 	}
 	if s.Amount, err = reconcile.ParseAmount(h.Get(cells, billSumAmount, billSumAmount2)); err != nil {
-		return nil, bad("应结订单总金额: " + err.Error())
+		return nil, fmt.Errorf("应结订单总金额: %w", err)
 	}
 	if s.Refunds, err = reconcile.ParseAmountOr0(h.Get(cells, billSumRefunds, billSumRefund2)); err != nil {
-		return nil, bad("退款总金额: " + err.Error())
+		return nil, fmt.Errorf("退款总金额: %w", err)
 	}
 	if s.Fees, err = reconcile.ParseAmountOr0(h.Get(cells, billSumFees)); err != nil {
-		return nil, bad("手续费总金额: " + err.Error())
+		return nil, fmt.Errorf("手续费总金额: %w", err)
 	}
-	s.Refunds = absFen(s.Refunds)
+	s.Refunds = reconcile.AbsFen(s.Refunds)
 	return &s, nil
-}
-
-func absFen(v int64) int64 {
-	if v < 0 {
-		return -v
-	}
-	return v
 }
