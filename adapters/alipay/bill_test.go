@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,21 +13,13 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/alipay"
+	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/reconcile"
 	"github.com/minigate/minigate/sandbox"
 )
 
 var billDay = reconcile.Date{Year: 2024, Month: 5, Day: 1}
-
-func billSample(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "bill", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // zipOf zips files (name, body) as Alipay does, names in GBK.
 func zipOf(t testing.TB, files ...[2][]byte) []byte {
@@ -53,7 +43,7 @@ func zipOf(t testing.TB, files ...[2][]byte) []byte {
 
 func TestParseBillZipSample(t *testing.T) {
 	t.Parallel()
-	b, err := alipay.ParseBillZip(billDay, billSample(t, "trade_20240501.csv.zip"))
+	b, err := alipay.ParseBillZip(billDay, testenv.Testdata(t, "bill", "trade_20240501.csv.zip"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +69,7 @@ func TestParseBillZipSample(t *testing.T) {
 
 func TestParseBillZipVariants(t *testing.T) {
 	t.Parallel()
-	detail, summary := billSample(t, "detail_gbk.csv"), billSample(t, "summary_gbk.csv")
+	detail, summary := testenv.Testdata(t, "bill", "detail_gbk.csv"), testenv.Testdata(t, "bill", "summary_gbk.csv")
 	gbkName := func(s string) []byte {
 		b, err := simplifiedchinese.GBK.NewEncoder().Bytes([]byte(s))
 		if err != nil {
@@ -99,7 +89,7 @@ func TestParseBillZipVariants(t *testing.T) {
 		err     string
 	}{
 		{
-			name: "empty day", zip: billSample(t, "empty_day.csv.zip"),
+			name: "empty day", zip: testenv.Testdata(t, "bill", "empty_day.csv.zip"),
 			summary: &reconcile.Summary{},
 		},
 		{

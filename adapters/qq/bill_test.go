@@ -3,8 +3,6 @@ package qq_test
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,15 +16,6 @@ import (
 )
 
 var billDay = reconcile.Date{Year: 2024, Month: 5, Day: 1}
-
-func statementSample(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "statement", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestParseStatementSamples(t *testing.T) {
 	t.Parallel()
@@ -42,7 +31,7 @@ func TestParseStatementSamples(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			b, err := qq.ParseStatement(billDay, statementSample(t, tc.file))
+			b, err := qq.ParseStatement(billDay, testenv.Testdata(t, "statement", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -67,7 +56,7 @@ func TestParseStatementSamples(t *testing.T) {
 
 func TestParseStatementRejects(t *testing.T) {
 	t.Parallel()
-	good := string(statementSample(t, "all_crlf.csv"))
+	good := string(testenv.Testdata(t, "statement", "all_crlf.csv"))
 	for _, tc := range []struct{ name, text, want string }{
 		{"no header", "a,b,c\r\n", "no statement header"},
 		{"bad amount", strings.Replace(good, "`9.90,`0.00,`9.90", "`9,90,`0.00,`9.90", 1), "订单金额"},

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,15 +17,6 @@ import (
 )
 
 var billDay = reconcile.Date{Year: 2024, Month: 5, Day: 1}
-
-func readBillSample(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", "tradebill", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func TestParseTradeBillSamples(t *testing.T) {
 	t.Parallel()
@@ -73,7 +62,7 @@ func TestParseTradeBillSamples(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
-			b, err := wechat.ParseTradeBill(billDay, readBillSample(t, tc.file))
+			b, err := wechat.ParseTradeBill(billDay, testenv.Testdata(t, "tradebill", tc.file))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +84,7 @@ func TestParseTradeBillSamples(t *testing.T) {
 
 func TestParseTradeBillRejects(t *testing.T) {
 	t.Parallel()
-	good := string(readBillSample(t, "all_bom_crlf.csv"))
+	good := string(testenv.Testdata(t, "tradebill", "all_bom_crlf.csv"))
 	lines := strings.Split(good, "\r\n")
 	for _, tc := range []struct {
 		name, text, want string
