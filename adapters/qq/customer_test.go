@@ -5,56 +5,19 @@ import (
 	"context"
 	"image"
 	"image/png"
-	"sync"
 	"testing"
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/qq"
 	"github.com/minigate/minigate/adapters/wechat"
 	customerservice "github.com/minigate/minigate/customer-service"
-	"github.com/minigate/minigate/internal/accesstoken"
+	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/sandbox"
 )
 
-// tokens is a test TokenSource over the getToken fetcher that counts
-// refreshes.
-type tokens struct {
-	f         accesstoken.Fetcher
-	mu        sync.Mutex
-	cur       string
-	refreshes int
-}
-
-func (s *tokens) Token(ctx context.Context) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == "" {
-		tok, err := s.f.FetchAccessToken(ctx, false)
-		if err != nil {
-			return "", err
-		}
-		s.cur = tok.Value
-	}
-	return s.cur, nil
-}
-
-func (s *tokens) Refresh(ctx context.Context, stale string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refreshes++
-	if stale == s.cur {
-		tok, err := s.f.FetchAccessToken(ctx, true)
-		if err != nil {
-			return "", err
-		}
-		s.cur = tok.Value
-	}
-	return s.cur, nil
-}
-
-func (e *env) customerService(t *testing.T) (*wechat.CustomerProtocol, *tokens) {
+func (e *env) customerService(t *testing.T) (*wechat.CustomerProtocol, *testenv.FetcherTokens) {
 	t.Helper()
-	ts := &tokens{f: qq.NewTokenFetcher(e.cfg, e.opts)}
+	ts := &testenv.FetcherTokens{F: qq.NewTokenFetcher(e.cfg, e.opts)}
 	opts := e.opts
 	opts.Tokens = ts
 	cs, err := qq.NewCustomerService(e.cfg, opts)
@@ -115,8 +78,8 @@ func TestCustomerService(t *testing.T) {
 
 	// QQ's invalid-token answer (40014) refreshes the token once.
 	e.sim.InvalidateQQTokens(e.sb.ID)
-	if err := cs.SendMessage(ctx, msgs[0]); err != nil || ts.refreshes != 1 {
-		t.Fatalf("after invalidation: %v (%d refreshes)", err, ts.refreshes)
+	if err := cs.SendMessage(ctx, msgs[0]); err != nil || ts.Refreshes() != 1 {
+		t.Fatalf("after invalidation: %v (%d refreshes)", err, ts.Refreshes())
 	}
 
 	cases := []struct {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/wechat"
-	"github.com/minigate/minigate/internal/accesstoken"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/sandbox"
@@ -48,42 +47,6 @@ func newClient(t *testing.T, cfg *config.App, opts adapters.Options) *wechat.Cli
 		t.Fatal(err)
 	}
 	return c
-}
-
-// fetcherTokens is a test-only TokenSource on top of the fetcher: it caches
-// one token and force-refreshes when told the current one is stale.
-type fetcherTokens struct {
-	f         accesstoken.Fetcher
-	mu        sync.Mutex
-	cur       string
-	refreshes int
-}
-
-func (s *fetcherTokens) Token(ctx context.Context) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cur == "" {
-		tok, err := s.f.FetchAccessToken(ctx, false)
-		if err != nil {
-			return "", err
-		}
-		s.cur = tok.Value
-	}
-	return s.cur, nil
-}
-
-func (s *fetcherTokens) Refresh(ctx context.Context, stale string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.refreshes++
-	if stale == s.cur {
-		tok, err := s.f.FetchAccessToken(ctx, true)
-		if err != nil {
-			return "", err
-		}
-		s.cur = tok.Value
-	}
-	return s.cur, nil
 }
 
 // stuckTokens always hands out the same token, even on refresh.
@@ -182,7 +145,7 @@ func TestCode2Session(t *testing.T) {
 func TestPhoneNumber(t *testing.T) {
 	t.Parallel()
 	sim, sb, cfg, opts := simApp(t, sandbox.AppSpec{})
-	tokens := &fetcherTokens{f: wechat.NewTokenFetcher(cfg, opts)}
+	tokens := &testenv.FetcherTokens{F: wechat.NewTokenFetcher(cfg, opts)}
 	opts.Tokens = tokens
 	c := newClient(t, cfg, opts)
 	ctx := context.Background()
@@ -208,8 +171,8 @@ func TestPhoneNumber(t *testing.T) {
 			t.Fatalf("phone = %+v, %v", phone, err)
 		}
 		after := sim.WeChatTokenStats(sb.ID)
-		if tokens.refreshes != 1 || after.ForceRefreshes-before.ForceRefreshes != 1 || after.Rejected-before.Rejected != 1 {
-			t.Fatalf("refreshes %d, simulator before %+v after %+v", tokens.refreshes, before, after)
+		if tokens.Refreshes() != 1 || after.ForceRefreshes-before.ForceRefreshes != 1 || after.Rejected-before.Rejected != 1 {
+			t.Fatalf("refreshes %d, simulator before %+v after %+v", tokens.Refreshes(), before, after)
 		}
 	})
 

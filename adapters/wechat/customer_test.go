@@ -15,15 +15,16 @@ import (
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/wechat"
 	customerservice "github.com/minigate/minigate/customer-service"
+	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/sandbox"
 )
 
 // csSetup registers an app with the simulator and returns its
 // customer-service adapter and token source.
-func csSetup(t *testing.T) (*sandbox.Sandbox, *sandbox.App, *wechat.CustomerService, *fetcherTokens) {
+func csSetup(t *testing.T) (*sandbox.Sandbox, *sandbox.App, *wechat.CustomerService, *testenv.FetcherTokens) {
 	t.Helper()
 	sim, sb, cfg, opts := simApp(t, sandbox.AppSpec{})
-	tokens := &fetcherTokens{f: wechat.NewTokenFetcher(cfg, opts)}
+	tokens := &testenv.FetcherTokens{F: wechat.NewTokenFetcher(cfg, opts)}
 	opts.Tokens = tokens
 	cs, err := wechat.NewCustomerService(cfg, opts)
 	if err != nil {
@@ -131,8 +132,8 @@ func TestCustomerSendErrors(t *testing.T) {
 		}
 	}
 	wantPlatformError(t, cs.SendMessage(ctx, text(alice)), adapters.ReasonQuotaExceeded, "45047")
-	if tokens.refreshes != 0 {
-		t.Fatalf("%d token refreshes, want none", tokens.refreshes)
+	if tokens.Refreshes() != 0 {
+		t.Fatalf("%d token refreshes, want none", tokens.Refreshes())
 	}
 	if err := cs.SendMessage(ctx, customerservice.Outbound{To: alice, Type: "voice"}); err == nil || adapters.HasReason(err, adapters.ReasonRejected) {
 		t.Fatalf("unknown type: %v", err)
@@ -160,8 +161,8 @@ func TestCustomerServiceTokenRefresh(t *testing.T) {
 		if err := call(); err != nil {
 			t.Fatalf("call %d after invalidation: %v", i, err)
 		}
-		if tokens.refreshes != i+1 {
-			t.Fatalf("call %d: %d refreshes in all, want %d", i, tokens.refreshes, i+1)
+		if tokens.Refreshes() != i+1 {
+			t.Fatalf("call %d: %d refreshes in all, want %d", i, tokens.Refreshes(), i+1)
 		}
 	}
 

@@ -29,6 +29,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/minigate/minigate/internal/accesstoken"
 	"github.com/minigate/minigate/internal/app"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/pgtest"
@@ -361,4 +362,50 @@ func Testdata(t testing.TB, elem ...string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// FetcherTokens is a TokenSource for adapter tests without a database: it
+// fetches through F, keeps one token, and force-refreshes when told the
+// current one is stale.
+type FetcherTokens struct {
+	F         accesstoken.Fetcher
+	mu        sync.Mutex
+	cur       string
+	refreshes int
+}
+
+// Token returns the kept token, fetching one the first time.
+func (s *FetcherTokens) Token(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == "" {
+		tok, err := s.F.FetchAccessToken(ctx, false)
+		if err != nil {
+			return "", err
+		}
+		s.cur = tok.Value
+	}
+	return s.cur, nil
+}
+
+// Refresh force-refreshes the token if stale is the kept one.
+func (s *FetcherTokens) Refresh(ctx context.Context, stale string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refreshes++
+	if stale == s.cur {
+		tok, err := s.F.FetchAccessToken(ctx, true)
+		if err != nil {
+			return "", err
+		}
+		s.cur = tok.Value
+	}
+	return s.cur, nil
+}
+
+// Refreshes counts the Refresh calls.
+func (s *FetcherTokens) Refreshes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshes
 }
