@@ -9,6 +9,7 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/qq"
+	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/reconcile"
@@ -95,12 +96,9 @@ func TestDownloadBill(t *testing.T) {
 	if _, err := pay.DownloadBill(ctx, today); !errors.Is(err, reconcile.ErrNotReady) {
 		t.Fatalf("empty day before it is due: %v", err)
 	}
-	later := e.opts
-	later.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
-	laterPay, err := qq.NewPay(e.cfg, later)
-	if err != nil {
-		t.Fatal(err)
-	}
+	laterPay := e.payWith(t, func(_ *config.Pay, o *adapters.Options) {
+		o.Now = func() time.Time { return time.Now().Add(48 * time.Hour) }
+	})
 	if b, err := laterPay.DownloadBill(ctx, today); err != nil || len(b.Rows) != 0 {
 		t.Fatalf("empty day once due: %+v, %v", b, err)
 	}
@@ -135,15 +133,7 @@ func TestDownloadBill(t *testing.T) {
 		t.Fatalf("bill %+v summary %+v", b.Rows, b.Summary)
 	}
 
-	bad := e.opts
-	wrong := *e.cfg
-	wrongPay := *e.cfg.Pay
-	wrongPay.APIKey = strings.Repeat("0", len(wrongPay.APIKey))
-	wrong.Pay = &wrongPay
-	badPay, err := qq.NewPay(&wrong, bad)
-	if err != nil {
-		t.Fatal(err)
-	}
+	badPay := e.payWith(t, func(p *config.Pay, _ *adapters.Options) { p.APIKey = strings.Repeat("0", len(p.APIKey)) })
 	_, err = badPay.DownloadBill(ctx, today)
 	if pe, ok := adapters.AsPlatformError(err); !ok || pe.Reason != adapters.ReasonAuth {
 		t.Errorf("wrong API key: %v", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/adapters/qq"
+	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sandbox"
 	"github.com/minigate/minigate/webhooks"
@@ -52,7 +53,17 @@ func (s *sink) received() [][]byte {
 
 func (e *env) pay(t *testing.T) *qq.Pay {
 	t.Helper()
-	p, err := qq.NewPay(e.cfg, e.opts)
+	return e.payWith(t, func(*config.Pay, *adapters.Options) {})
+}
+
+// payWith returns a QQ wallet adapter for a copy of the app's merchant
+// config and options, changed by change.
+func (e *env) payWith(t *testing.T, change func(*config.Pay, *adapters.Options)) *qq.Pay {
+	t.Helper()
+	cfg, pay, opts := *e.cfg, *e.cfg.Pay, e.opts
+	change(&pay, &opts)
+	cfg.Pay = &pay
+	p, err := qq.NewPay(&cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,20 +257,21 @@ func TestPrepayRules(t *testing.T) {
 	pay := e.pay(t)
 	ctx := context.Background()
 
-	t.Run("long description is cut to 128 bytes", func(t *testing.T) {
-		req := prepayRequest(outTradeNo(), "http://127.0.0.1:9", 1)
-		req.Description = strings.Repeat("商", 60) // 180 bytes
-		if _, err := pay.Prepay(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("IPv6 payer", func(t *testing.T) {
-		req := prepayRequest(outTradeNo(), "http://127.0.0.1:9", 1)
-		req.ClientIP = "2001:db8::1"
-		if _, err := pay.Prepay(ctx, req); err != nil {
-			t.Fatal(err)
-		}
-	})
+	for _, tt := range []struct {
+		name   string
+		mutate func(*orders.PrepayRequest)
+	}{
+		{"long description is cut to 128 bytes", func(r *orders.PrepayRequest) { r.Description = strings.Repeat("商", 60) }}, // 180 bytes
+		{"IPv6 payer", func(r *orders.PrepayRequest) { r.ClientIP = "2001:db8::1" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := prepayRequest(outTradeNo(), "http://127.0.0.1:9", 1)
+			tt.mutate(&req)
+			if _, err := pay.Prepay(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 	t.Run("same out_trade_no, other amount", func(t *testing.T) {
 		no := outTradeNo()
 		if _, err := pay.Prepay(ctx, prepayRequest(no, "http://127.0.0.1:9", 1)); err != nil {
@@ -302,44 +314,26 @@ func TestPayPlatformErrors(t *testing.T) {
 			t.Fatalf("err = %+v", pe)
 		}
 	})
-	t.Run("unknown order", func(t *testing.T) {
-		_, err := pay.Query(ctx, outTradeNo())
-		wantPlatformError(t, err, qq.PlatformQPay, adapters.ReasonNotFound, "ORDERNOTEXIST")
-	})
-	t.Run("wrong API key", func(t *testing.T) {
-		cfg := *e.cfg
-		p := *cfg.Pay
-		p.APIKey = "0123456789abcdef0123456789abcdef"
-		cfg.Pay = &p
-		bad, err := qq.NewPay(&cfg, e.opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = bad.Query(ctx, outTradeNo())
-		wantPlatformError(t, err, qq.PlatformQPay, adapters.ReasonAuth, "SIGNERROR")
-	})
-	t.Run("unknown merchant", func(t *testing.T) {
-		cfg := *e.cfg
-		p := *cfg.Pay
-		p.MchID = "1999999999"
-		cfg.Pay = &p
-		bad, err := qq.NewPay(&cfg, e.opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = bad.Query(ctx, outTradeNo())
-		wantPlatformError(t, err, qq.PlatformQPay, adapters.ReasonInvalidRequest, "FAIL")
-	})
-	t.Run("unreachable", func(t *testing.T) {
-		o := e.opts
-		o.Endpoints.QPayAPI = "http://127.0.0.1:1"
-		p, err := qq.NewPay(e.cfg, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = p.Query(ctx, outTradeNo())
-		wantPlatformError(t, err, qq.PlatformQPay, adapters.ReasonUnreachable, "")
-	})
+	// Queries of an unknown order, by a merchant set up as change says.
+	for _, tt := range []struct {
+		name   string
+		change func(*config.Pay, *adapters.Options)
+		reason adapters.Reason
+		code   string
+	}{
+		{"unknown order", func(*config.Pay, *adapters.Options) {}, adapters.ReasonNotFound, "ORDERNOTEXIST"},
+		{"wrong API key", func(p *config.Pay, _ *adapters.Options) { p.APIKey = "0123456789abcdef0123456789abcdef" },
+			adapters.ReasonAuth, "SIGNERROR"},
+		{"unknown merchant", func(p *config.Pay, _ *adapters.Options) { p.MchID = "1999999999" },
+			adapters.ReasonInvalidRequest, "FAIL"},
+		{"unreachable", func(_ *config.Pay, o *adapters.Options) { o.Endpoints.QPayAPI = "http://127.0.0.1:1" },
+			adapters.ReasonUnreachable, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.payWith(t, tt.change).Query(ctx, outTradeNo())
+			wantPlatformError(t, err, qq.PlatformQPay, tt.reason, tt.code)
+		})
+	}
 }
 
 // TestRefundWithOperator sends op_user_id/op_user_passwd, which the
@@ -347,14 +341,7 @@ func TestPayPlatformErrors(t *testing.T) {
 func TestRefundWithOperator(t *testing.T) {
 	t.Parallel()
 	e := setup(t, "")
-	cfg := *e.cfg
-	p := *cfg.Pay
-	p.OpUserPasswd = "operator-password"
-	cfg.Pay = &p
-	pay, err := qq.NewPay(&cfg, e.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pay := e.payWith(t, func(p *config.Pay, _ *adapters.Options) { p.OpUserPasswd = "operator-password" })
 	ctx := context.Background()
 	no := outTradeNo()
 	if _, err := pay.Prepay(ctx, prepayRequest(no, "http://127.0.0.1:9", 50)); err != nil {
