@@ -8,7 +8,6 @@ import (
 	"image/png"
 	"math/rand/v2"
 	"mime/multipart"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,24 +15,16 @@ import (
 	"github.com/minigate/minigate/sandbox"
 )
 
-// clock is minigate's settable clock in these tests: real time plus an
-// offset. The simulator keeps real time, so pushes must happen before the
-// clock is moved (minigate refuses pushes dated outside its window).
-type clock struct{ offset atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-
 // csEnv is a minigate instance with one app per platform: "wx" (WeChat),
 // "qq" (QQ) and "ali" (Alipay).
 type csEnv struct {
 	*testenv.Env
-	clock *clock
+	clock *testenv.Clock
 }
 
 func setup(t *testing.T, configure ...func(*testenv.Spec)) *csEnv {
 	t.Helper()
-	c := &clock{}
+	c := &testenv.Clock{}
 	spec := testenv.Spec{
 		Apps: []sandbox.AppSpec{
 			{ID: "wx", Platform: sandbox.WeChat},

@@ -23,24 +23,6 @@ import (
 	"github.com/minigate/minigate/sandbox"
 )
 
-// clock is a settable clock for minigate's domain services.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
-
 // platformCase is what the contract suite expects of one platform.
 type platformCase struct {
 	name     string
@@ -139,7 +121,7 @@ func TestContract(t *testing.T) {
 	for _, pc := range platformCases {
 		t.Run(pc.name, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
+			clk := &testenv.Clock{}
 			e := testenv.Start(t, testenv.Spec{
 				Apps: []sandbox.AppSpec{
 					{ID: "a", Platform: pc.platform, UnionScope: "brand"},
@@ -154,7 +136,7 @@ func TestContract(t *testing.T) {
 	}
 }
 
-func runContract(t *testing.T, e *testenv.Env, pc platformCase, clk *clock) {
+func runContract(t *testing.T, e *testenv.Env, pc platformCase, clk *testenv.Clock) {
 	t.Run("login creates a user", func(t *testing.T) {
 		before := clk.Now()
 		res := login(t, e, "a", "alice", false)

@@ -39,24 +39,6 @@ func (c *counting) FetchAccessToken(ctx context.Context, force bool) (accesstoke
 	return c.next.FetchAccessToken(ctx, force)
 }
 
-// clock is a settable clock shared by the managers and the fetchers.
-type clock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.offset += d
-}
-
 type fetcherCase struct {
 	platform string
 	fetcher  func(*config.App, adapters.Options) accesstoken.Fetcher
@@ -69,7 +51,7 @@ var fetcherCases = []fetcherCase{
 
 // setup registers a fresh app of platform with the shared simulator and
 // returns its config, the fetcher options and a fresh database's URL.
-func setup(t *testing.T, fc fetcherCase, clk *clock) (*config.App, adapters.Options, string) {
+func setup(t *testing.T, fc fetcherCase, clk *testenv.Clock) (*config.App, adapters.Options, string) {
 	t.Helper()
 	sim, simURL := testenv.Simulator(t)
 	sbApp, cfgApp, err := sandbox.NewAppPair(sandbox.AppSpec{
@@ -84,7 +66,7 @@ func setup(t *testing.T, fc fetcherCase, clk *clock) (*config.App, adapters.Opti
 }
 
 // instance opens its own pool on dbURL, as another minigate instance would.
-func instance(t *testing.T, dbURL string, clk *clock) (*accesstoken.Manager, *sqlx.DB) {
+func instance(t *testing.T, dbURL string, clk *testenv.Clock) (*accesstoken.Manager, *sqlx.DB) {
 	t.Helper()
 	pool, err := db.Open(context.Background(), dbURL)
 	if err != nil {
@@ -154,7 +136,7 @@ func TestTwoManagersRefreshOnce(t *testing.T) {
 	for _, fc := range fetcherCases {
 		t.Run(fc.platform, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
+			clk := &testenv.Clock{}
 			app, opts, dbURL := setup(t, fc, clk)
 			m1, pool := instance(t, dbURL, clk)
 			m2, _ := instance(t, dbURL, clk)
@@ -221,7 +203,7 @@ func TestTwoManagersRefreshOnce(t *testing.T) {
 // *adapters.PlatformError, stores nothing, and the next call tries again.
 func TestFetchFailure(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
+	clk := &testenv.Clock{}
 	sim, _ := testenv.Simulator(t)
 	app, opts, dbURL := setup(t, fetcherCases[0], clk)
 	m, pool := instance(t, dbURL, clk)
@@ -248,7 +230,7 @@ func TestFetchFailure(t *testing.T) {
 // gives up when its context ends.
 func TestTokenRespectsContext(t *testing.T) {
 	t.Parallel()
-	clk := &clock{}
+	clk := &testenv.Clock{}
 	app, opts, dbURL := setup(t, fetcherCases[0], clk)
 	m, _ := instance(t, dbURL, clk)
 	release := make(chan struct{})

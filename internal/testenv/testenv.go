@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -409,3 +410,15 @@ func (s *FetcherTokens) Refreshes() int {
 	defer s.mu.Unlock()
 	return s.refreshes
 }
+
+// Clock is a settable clock for minigate's services and adapters: the real
+// time, moved on by Advance. The simulator keeps real time, so what it
+// dates (pushes, tokens) must happen before the clock is moved. The zero
+// value reads the real time.
+type Clock struct{ offset atomic.Int64 }
+
+// Now returns the real time plus what Advance added.
+func (c *Clock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// Advance moves the clock on by d.
+func (c *Clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
