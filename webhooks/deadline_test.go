@@ -5,15 +5,14 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/minigate/minigate/internal/db"
+	"github.com/minigate/minigate/internal/pgtest"
 )
 
 // blackholedPool is a pool whose server accepts connections and never
@@ -21,37 +20,12 @@ import (
 // says, until connect_timeout.
 func blackholedPool(t *testing.T) *sqlx.DB {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	c, err := db.Connector("postgres://minigate@" + ln.Addr().String() + "/minigate?sslmode=disable")
+	c, err := db.Connector("postgres://minigate@" + pgtest.Blackhole(t) + "/minigate?sslmode=disable")
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := sqlx.NewDb(sql.OpenDB(c), "postgres")
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-		pool.Close()
-	})
+	t.Cleanup(func() { pool.Close() })
 	return pool
 }
 

@@ -3,9 +3,7 @@ package db_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,41 +46,9 @@ func TestBounded(t *testing.T) {
 	}
 }
 
-// silentServer accepts connections and never answers, like a server behind
-// a blackhole: the TCP handshake succeeds, nothing else does.
-func silentServer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 func TestConnectTimeoutDefault(t *testing.T) {
 	t.Parallel()
-	addr := silentServer(t)
+	addr := pgtest.Blackhole(t)
 	for _, tc := range []struct {
 		name     string
 		url      string
