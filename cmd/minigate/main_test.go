@@ -97,6 +97,26 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitReady waits up to 30 seconds for the server at base to answer
+// /readyz with 200; output is what the test shows if it never does.
+func waitReady(t *testing.T, base string, output fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready: %v\n%s", err, output)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestServeSandboxModeAndGracefulShutdown starts `minigate serve` with no
 // config (sandbox mode), checks the banner and readiness, then sends SIGTERM
 // while a slow request is in flight: the request must complete and the
@@ -113,18 +133,7 @@ func TestServeSandboxModeAndGracefulShutdown(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %v\nstderr: %s", err, stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base, &stderr)
 	for _, want := range []string{"SANDBOX MODE", "demo-wechat", "demo-qq", "demo-alipay", "API key        sandbox", "curl"} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, stdout.String())

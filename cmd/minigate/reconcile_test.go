@@ -89,18 +89,7 @@ func TestReconcileSandboxMode(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never ready: %v\n%s", err, logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, base, &logs)
 
 	var code struct{ Code string }
 	call(t, "POST", base+"/sandbox/apps/demo-wechat/users/bob/code", "", nil, &code)
