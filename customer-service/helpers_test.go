@@ -201,10 +201,7 @@ type messagePage struct {
 func (e *csEnv) messages(t *testing.T, app, name, query string) messagePage {
 	t.Helper()
 	r := e.Do("GET", "/v1/apps/"+e.id(app)+"/conversations/"+e.openid(app, name)+"/messages"+query, nil, testenv.Operator())
-	if r.Status != 200 {
-		t.Fatalf("list messages: %d %s", r.Status, r.Body)
-	}
 	var p messagePage
-	r.Decode(t, &p)
+	r.Expect(t, 200, "list messages", &p)
 	return p
 }

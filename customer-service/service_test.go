@@ -495,9 +495,7 @@ func TestInbox(t *testing.T) {
 	list := func(query string) ([]inboxConversation, string) {
 		t.Helper()
 		r := e.Do("GET", "/v1/apps/"+e.id("wx")+"/conversations"+query, nil, testenv.Operator())
-		if r.Status != 200 {
-			t.Fatalf("list: %d %s", r.Status, r.Body)
-		}
+		r.Expect(t, 200, "list", nil)
 		var p struct {
 			Data       []inboxConversation `json:"data"`
 			NextCursor string              `json:"next_cursor"`

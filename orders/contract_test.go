@@ -116,25 +116,9 @@ func startSuite(t *testing.T, platform string) *suite {
 		Events: config.Events{URL: rcv.srv.URL, Secret: eventsSecret},
 	})
 	s := &suite{e: e, rcv: rcv, platform: platform, app: e.App("shop").ID}
-	s.token, s.userID, s.openID = s.login(t, "alice")
+	alice := e.Login(t, "shop", "alice")
+	s.token, s.userID, s.openID = alice.Token, alice.UserID, alice.OpenID
 	return s
-}
-
-func (s *suite) login(t *testing.T, name string) (token, userID, openID string) {
-	t.Helper()
-	r := s.e.Do("POST", "/v1/apps/"+s.app+"/sessions", map[string]any{"code": s.e.MintCode("shop", name)})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("login %s: %d %s", name, r.Status, r.Body)
-	}
-	var out struct {
-		Token string `json:"token"`
-		User  struct {
-			ID     string `json:"id"`
-			OpenID string `json:"openid"`
-		} `json:"user"`
-	}
-	r.Decode(t, &out)
-	return out.Token, out.User.ID, out.User.OpenID
 }
 
 // orderView is the API's order.
@@ -194,11 +178,8 @@ func (s *suite) create(t *testing.T, amount int64) *orderView {
 	r := s.e.Do("POST", "/v1/apps/"+s.app+"/orders",
 		map[string]any{"user_id": s.userID, "amount": amount, "description": "测试商品 " + t.Name()},
 		testenv.Operator(), testenv.Header(orders.HeaderIdempotencyKey, fmt.Sprintf("k-%d", keySeq.Add(1))))
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create order: %d %s", r.Status, r.Body)
-	}
 	var o orderView
-	r.Decode(t, &o)
+	r.Expect(t, http.StatusCreated, "create order", &o)
 	return &o
 }
 
@@ -206,22 +187,16 @@ func (s *suite) create(t *testing.T, amount int64) *orderView {
 func (s *suite) pay(t *testing.T, id string) *orderView {
 	t.Helper()
 	r := s.e.Do("POST", "/v1/orders/"+id+"/pay", nil, testenv.Bearer(s.token))
-	if r.Status != http.StatusOK {
-		t.Fatalf("pay: %d %s", r.Status, r.Body)
-	}
 	var o orderView
-	r.Decode(t, &o)
+	r.Expect(t, http.StatusOK, "pay", &o)
 	return &o
 }
 
 func (s *suite) get(t *testing.T, id string) *orderView {
 	t.Helper()
 	r := s.e.Do("GET", "/v1/orders/"+id, nil, testenv.Operator())
-	if r.Status != http.StatusOK {
-		t.Fatalf("get order: %d %s", r.Status, r.Body)
-	}
 	var o orderView
-	r.Decode(t, &o)
+	r.Expect(t, http.StatusOK, "get order", &o)
 	return &o
 }
 
@@ -382,8 +357,8 @@ func testPaid(t *testing.T, s *suite) {
 	if r := s.e.Do("GET", "/v1/orders/"+o.ID, nil, testenv.Bearer(s.token)); r.Status != 200 || strings.Contains(string(r.Body), `"events"`) {
 		t.Fatalf("owner GET: %d %s", r.Status, r.Body)
 	}
-	bob, _, _ := s.login(t, "bob-"+strings.ReplaceAll(t.Name(), "/", "-"))
-	if r := s.e.Do("GET", "/v1/orders/"+o.ID, nil, testenv.Bearer(bob)); r.Status != 404 {
+	bob := s.e.Login(t, "shop", "bob-"+strings.ReplaceAll(t.Name(), "/", "-"))
+	if r := s.e.Do("GET", "/v1/orders/"+o.ID, nil, testenv.Bearer(bob.Token)); r.Status != 404 {
 		t.Fatalf("other user's GET: %d %s", r.Status, r.Body)
 	}
 	if r := s.e.Do("POST", "/v1/orders/"+o.ID+"/pay", nil, testenv.Bearer(s.token)); r.Status != 409 || r.ErrorCode() != "order_paid" {
@@ -395,9 +370,7 @@ func testClose(t *testing.T, s *suite) {
 	o := s.create(t, 500)
 	s.pay(t, o.ID)
 	r := s.e.Do("POST", "/v1/orders/"+o.ID+"/close", nil, testenv.Operator())
-	if r.Status != 200 {
-		t.Fatalf("close: %d %s", r.Status, r.Body)
-	}
+	r.Expect(t, 200, "close", nil)
 	got := s.get(t, o.ID)
 	if got.Status != "closed" || strings.Join(got.moves(), " ") != "created→paying/api paying→closed/api" {
 		t.Fatalf("closed order: %s %v", got.Status, got.moves())
@@ -503,11 +476,8 @@ func testSyncAfterLoss(t *testing.T, s *suite) {
 		t.Fatalf("before sync: %s", got.Status)
 	}
 	r := s.e.Do("POST", "/v1/orders/"+o.ID+"/sync", nil, testenv.Operator())
-	if r.Status != 200 {
-		t.Fatalf("sync: %d %s", r.Status, r.Body)
-	}
 	var got orderView
-	r.Decode(t, &got)
+	r.Expect(t, 200, "sync", &got)
 	if got.Status != "paid" || strings.Join(got.moves(), " ") != "created→paying/api paying→paid/query" {
 		t.Fatalf("after sync: %s %v", got.Status, got.moves())
 	}

@@ -146,9 +146,7 @@ func TestPrepayFailureIsRetryable(t *testing.T) {
 		return s.e.Do("POST", "/v1/apps/"+s.app+"/orders", body, testenv.Operator(), testenv.Header(orders.HeaderIdempotencyKey, "retry-1"))
 	}
 	r := post()
-	if r.Status != http.StatusBadGateway {
-		t.Fatalf("failed prepay: %d %s", r.Status, r.Body)
-	}
+	r.Expect(t, http.StatusBadGateway, "failed prepay", nil)
 	var stored struct {
 		ID       string `db:"id"`
 		Status   string `db:"status"`

@@ -30,19 +30,7 @@ type shop struct {
 func startShop(t *testing.T, platform string) *shop {
 	t.Helper()
 	e := testenv.Start(t, testenv.Spec{Apps: []sandbox.AppSpec{{ID: "shop", Platform: platform, Pay: true}}})
-	s := &shop{e: e, platform: platform, app: e.App("shop").ID}
-	r := e.Do("POST", "/v1/apps/"+s.app+"/sessions", map[string]any{"code": e.MintCode("shop", "alice")})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("login: %d %s", r.Status, r.Body)
-	}
-	var out struct {
-		User struct {
-			ID string `json:"id"`
-		} `json:"user"`
-	}
-	r.Decode(t, &out)
-	s.userID = out.User.ID
-	return s
+	return &shop{e: e, platform: platform, app: e.App("shop").ID, userID: e.Login(t, "shop", "alice").UserID}
 }
 
 type orderView struct {
@@ -69,22 +57,16 @@ func (s *shop) order(t *testing.T, amount int64) orderView {
 	r := s.e.Do("POST", "/v1/apps/"+s.app+"/orders",
 		map[string]any{"user_id": s.userID, "amount": amount, "description": "对账测试 " + t.Name()},
 		testenv.Operator(), testenv.Header(orders.HeaderIdempotencyKey, fmt.Sprintf("rk-%d", keys.Add(1))))
-	if r.Status != http.StatusCreated {
-		t.Fatalf("create order: %d %s", r.Status, r.Body)
-	}
 	var o orderView
-	r.Decode(t, &o)
+	r.Expect(t, http.StatusCreated, "create order", &o)
 	return o
 }
 
 func (s *shop) get(t *testing.T, id string) orderView {
 	t.Helper()
 	r := s.e.Do("GET", "/v1/orders/"+id, nil, testenv.Operator())
-	if r.Status != http.StatusOK {
-		t.Fatalf("get order: %d %s", r.Status, r.Body)
-	}
 	var o orderView
-	r.Decode(t, &o)
+	r.Expect(t, http.StatusOK, "get order", &o)
 	return o
 }
 
@@ -418,9 +400,7 @@ func TestRefundDiscrepancies(t *testing.T) {
 		s.pays(t, o, false)
 		r := s.e.Do("POST", "/v1/orders/"+o.ID+"/refunds", map[string]any{"amount": 200},
 			testenv.Operator(), testenv.Header(orders.HeaderIdempotencyKey, fmt.Sprintf("rf-%d", keys.Add(1))))
-		if r.Status != http.StatusAccepted {
-			t.Fatalf("refund: %d %s", r.Status, r.Body)
-		}
+		r.Expect(t, http.StatusAccepted, "refund", nil)
 		today := reconcile.DateOf(time.Now())
 		if err := s.e.Sandbox.MarkBillReady(s.app, today.String()); err != nil {
 			t.Fatal(err)

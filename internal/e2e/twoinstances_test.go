@@ -147,9 +147,7 @@ func TestTwoInstances(t *testing.T) {
 		for i := range 6 {
 			e := instances[i%2]
 			r := e.Do(http.MethodPost, "/v1/apps/"+app+"/sessions", map[string]any{"code": a.MintCode("wx", fmt.Sprintf("phone-%d", i))})
-			if r.Status != http.StatusCreated {
-				t.Fatalf("login: %d %s", r.Status, r.Body)
-			}
+			r.Expect(t, http.StatusCreated, "login", nil)
 			var out struct {
 				Token string `json:"token"`
 			}

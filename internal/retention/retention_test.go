@@ -45,20 +45,6 @@ func pruned(t *testing.T, table string) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// login creates a session for user name and returns its token.
-func login(t *testing.T, e *testenv.Env, name string) string {
-	t.Helper()
-	r := e.Do(http.MethodPost, "/v1/apps/"+e.App("wx").ID+"/sessions", map[string]any{"code": e.MintCode("wx", name)})
-	if r.Status != http.StatusCreated {
-		t.Fatalf("login: %d %s", r.Status, r.Body)
-	}
-	var out struct {
-		Token string `json:"token"`
-	}
-	r.Decode(t, &out)
-	return out.Token
-}
-
 // TestPruneJob runs the wired hourly job once on an instance whose records
 // span their retention: old callbacks, old finished events (with their
 // attempts) and sessions that ended long ago go; recent ones, pending
@@ -81,7 +67,7 @@ func TestPruneJob(t *testing.T) {
 		return count(t, e, `SELECT count(*) FROM events WHERE state = 'delivered'`) == 4
 	})
 	for _, name := range []string{"expired", "revoked", "active", "recently-expired"} {
-		login(t, e, name)
+		e.Login(t, "wx", name)
 	}
 	// Age the records past (or, for some, not quite past) their retention.
 	exec(t, e, `UPDATE callbacks SET received_at = now() - interval '91 days' WHERE id IN (SELECT id FROM callbacks ORDER BY id LIMIT 2)`)
@@ -133,7 +119,7 @@ func TestRunInBatches(t *testing.T) {
 	t.Parallel()
 	e := testenv.Start(t, testenv.Spec{Apps: []sandbox.AppSpec{{ID: "wx", Platform: sandbox.WeChat}}})
 	for i := range 5 {
-		login(t, e, fmt.Sprint("user-", i))
+		e.Login(t, "wx", fmt.Sprint("user-", i))
 	}
 	exec(t, e, `UPDATE sessions SET expires_at = now() - interval '2 days'`)
 	broken := errors.New("broken table")

@@ -222,6 +222,18 @@ func (r *Response) Decode(t testing.TB, v any) {
 	}
 }
 
+// Expect fails the test, naming what was asked, unless the response has
+// status; then it decodes the body into v, unless v is nil.
+func (r *Response) Expect(t testing.TB, status int, what string, v any) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("%s: %d %s", what, r.Status, r.Body)
+	}
+	if v != nil {
+		r.Decode(t, v)
+	}
+}
+
 // ErrorCode returns the contract error code in the body, if any.
 func (r *Response) ErrorCode() string {
 	var b struct {
@@ -302,6 +314,29 @@ func (e *Env) MintCode(app, name string) string {
 		e.T.Fatal(err)
 	}
 	return code
+}
+
+// Session is a user logged in through minigate's API.
+type Session struct {
+	Token  string
+	UserID string
+	OpenID string
+}
+
+// Login logs user name in to app short name through the API, with a fresh
+// code from the simulator, and fails the test unless it succeeds.
+func (e *Env) Login(t testing.TB, app, name string) Session {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+		User  struct {
+			ID     string `json:"id"`
+			OpenID string `json:"openid"`
+		} `json:"user"`
+	}
+	e.Do(http.MethodPost, "/v1/apps/"+e.App(app).ID+"/sessions", map[string]any{"code": e.MintCode(app, name)}).
+		Expect(t, http.StatusCreated, "login "+name, &out)
+	return Session{Token: out.Token, UserID: out.User.ID, OpenID: out.User.OpenID}
 }
 
 // LogBuffer collects an instance's logs (safe for concurrent writes).
