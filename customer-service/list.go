@@ -137,18 +137,9 @@ func (s *Service) Conversations(ctx context.Context, appID string, q Conversatio
 	if err != nil {
 		return nil, err
 	}
-	limit, err := pageSize(q.Limit)
+	limit, after, afterOpenID, err := readPage(q.Limit, q.Cursor)
 	if err != nil {
 		return nil, err
-	}
-	var after *time.Time
-	var afterOpenID string
-	if q.Cursor != "" {
-		t, key, err := decodeCursor(q.Cursor)
-		if err != nil {
-			return nil, err
-		}
-		after, afterOpenID = &t, key
 	}
 	var rows []conversationRow
 	if err := s.db.SelectContext(ctx, &rows, ConversationList, a.ID, after, afterOpenID, q.Unanswered, limit); err != nil {
@@ -207,18 +198,9 @@ func (s *Service) Messages(ctx context.Context, appID, openid string, q MessageQ
 	if err != nil {
 		return nil, err
 	}
-	limit, err := pageSize(q.Limit)
+	limit, after, afterID, err := readPage(q.Limit, q.Cursor)
 	if err != nil {
 		return nil, err
-	}
-	var after *time.Time
-	var afterID string
-	if q.Cursor != "" {
-		t, key, err := decodeCursor(q.Cursor)
-		if err != nil {
-			return nil, err
-		}
-		after, afterID = &t, key
 	}
 	query := MessageListAsc
 	if q.Newest {
@@ -237,6 +219,19 @@ func (s *Service) Messages(ctx context.Context, appID, openid string, q MessageQ
 		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
 	}
 	return page, nil
+}
+
+// readPage reads a page request: its size, and from its cursor (if any)
+// the time and tie-breaker of the previous page's last row.
+func readPage(n int, cursor string) (limit int, after *time.Time, afterKey string, err error) {
+	if limit, err = pageSize(n); err != nil || cursor == "" {
+		return limit, nil, "", err
+	}
+	t, key, err := decodeCursor(cursor)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	return limit, &t, key, nil
 }
 
 func pageSize(n int) (int, error) {
