@@ -207,14 +207,11 @@ func (s *Service) Create(ctx context.Context, appID, key string, req CreateReque
 // replayCreate answers a repeated create: the stored order, prepaid now if
 // the first attempt's prepay failed.
 func (s *Service) replayCreate(ctx context.Context, a *App, scope, key, hash, clientIP string) (*View, error) {
-	k, err := getIdempotencyKey(ctx, s.db, scope, key)
+	id, err := replayedResource(ctx, s.db, scope, key, hash)
 	if err != nil {
 		return nil, err
 	}
-	if k.RequestHash != hash {
-		return nil, errKeyReused
-	}
-	o, err := getOrder(ctx, s.db, OrderGet, k.ResourceID)
+	o, err := getOrder(ctx, s.db, OrderGet, id)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +227,19 @@ func (s *Service) replayCreate(ctx context.Context, a *App, scope, key, hash, cl
 		}
 	}
 	return v, nil
+}
+
+// replayedResource returns the id of what key (in scope) was first used to
+// make; errKeyReused when that was another request (its hash differs).
+func replayedResource(ctx context.Context, ex sqlx.ExtContext, scope, key, hash string) (string, error) {
+	k, err := getIdempotencyKey(ctx, ex, scope, key)
+	if err != nil {
+		return "", err
+	}
+	if k.RequestHash != hash {
+		return "", errKeyReused
+	}
+	return k.ResourceID, nil
 }
 
 // prepayNow prepays an unpaid order that has no prepay id yet, unless
@@ -367,6 +377,19 @@ func (s *Service) ownedOrder(ctx context.Context, userID, id string) (*Order, er
 }
 
 // order reads an order by public id; unknown and malformed ids are 404.
+// orderWithApp returns order id and its app, which must take payments.
+func (s *Service) orderWithApp(ctx context.Context, id string) (*Order, *App, error) {
+	o, err := s.order(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := s.app(o.App)
+	if err != nil {
+		return nil, nil, err
+	}
+	return o, a, nil
+}
+
 func (s *Service) order(ctx context.Context, id string) (*Order, error) {
 	if !ids.Valid("ord", id) {
 		return nil, errOrderNotFound

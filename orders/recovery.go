@@ -20,11 +20,7 @@ import (
 // paid order, minigate applies the paid state it then reports, and the
 // answer is 409 order_paid.
 func (s *Service) Close(ctx context.Context, id string) (*View, error) {
-	o, err := s.order(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.app(o.App)
+	o, a, err := s.orderWithApp(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -98,11 +94,7 @@ func (s *Service) closeAtPlatform(ctx context.Context, a *App, o *Order, src Sou
 // Sync queries the platform for the order and its pending refunds now and
 // applies the answers (source query).
 func (s *Service) Sync(ctx context.Context, id string) (*View, error) {
-	o, err := s.order(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.app(o.App)
+	o, a, err := s.orderWithApp(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -137,13 +129,21 @@ func (s *Service) syncOrder(ctx context.Context, a *App, o *Order) (*Order, erro
 	if err != nil {
 		return nil, fmt.Errorf("orders: query %s: %w", o.ID, adapters.ToAppError(err))
 	}
+	return s.applyLocked(ctx, a, &t, SourceQuery, func(tx *sqlx.Tx) (*Order, error) {
+		return getOrder(ctx, tx, OrderGetForUpdate, o.ID)
+	})
+}
+
+// applyLocked applies what the platform says about an order (t, from src)
+// in one transaction, to the order lock locks and returns.
+func (s *Service) applyLocked(ctx context.Context, a *App, t *Transaction, src Source, lock func(*sqlx.Tx) (*Order, error)) (*Order, error) {
 	var out *Order
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
-		lo, err := getOrder(ctx, tx, OrderGetForUpdate, o.ID)
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		o, err := lock(tx)
 		if err != nil {
 			return err
 		}
-		out, err = s.applyTransaction(ctx, tx, a, lo, &t, SourceQuery, map[string]any{"platform_state": string(t.State)})
+		out, err = s.applyTransaction(ctx, tx, a, o, t, src, map[string]any{"platform_state": string(t.State)})
 		return err
 	})
 	if err != nil {
@@ -281,20 +281,11 @@ func (s *Service) ApplyReconciled(ctx context.Context, appID string, t Transacti
 	if !ok {
 		return nil, errAppNotFound
 	}
-	var out *Order
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.applyLocked(ctx, a, &t, SourceReconcile, func(tx *sqlx.Tx) (*Order, error) {
 		o, err := getOrder(ctx, tx, OrderGetByOutTradeNoForUpdate, a.ID, t.OutTradeNo)
 		if errors.Is(err, ErrNotFound) {
-			return errOrderNotFound
+			return nil, errOrderNotFound
 		}
-		if err != nil {
-			return err
-		}
-		out, err = s.applyTransaction(ctx, tx, a, o, &t, SourceReconcile, map[string]any{"platform_state": string(t.State)})
-		return err
+		return o, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
 }

@@ -56,11 +56,7 @@ type RefundResult struct {
 // reached leaves the refund pending (the recovery sweep finishes it); a
 // platform that refuses it marks it failed and the error says why.
 func (s *Service) CreateRefund(ctx context.Context, orderID, key string, req RefundCreate) (*RefundResult, error) {
-	o, err := s.order(ctx, orderID)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.app(o.App)
+	o, a, err := s.orderWithApp(ctx, orderID)
 	if err != nil {
 		return nil, err
 	}
@@ -86,15 +82,12 @@ func (s *Service) CreateRefund(ctx context.Context, orderID, key string, req Ref
 			return err
 		}
 		if !fresh {
-			k, err := getIdempotencyKey(ctx, tx, scope, key)
+			id, err := replayedResource(ctx, tx, scope, key, hash)
 			if err != nil {
 				return err
 			}
-			if k.RequestHash != hash {
-				return errKeyReused
-			}
 			res.Replayed = true
-			res.Refund, err = getRefund(ctx, tx, RefundGet, k.ResourceID)
+			res.Refund, err = getRefund(ctx, tx, RefundGet, id)
 			return err
 		}
 		if lo.Status != StatusPaid && lo.Status != StatusPartiallyRefunded {
