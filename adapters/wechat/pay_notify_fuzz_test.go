@@ -2,18 +2,7 @@ package wechat_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
-	"net/http"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sandbox"
@@ -65,7 +54,8 @@ func FuzzPayParseNotification(f *testing.F) {
 			t.Fatalf("%s: accepted a notification of kind %q", how, n.Kind)
 		}
 	}
-	signedElsewhere := payFuzzSigned(f, e, []byte(`{"id":"EV-signed"}`))
+	const nonce = "fuzz-nonce-0123456789abcdef"
+	signedElsewhere := paySigned(f, e, []byte(`{"id":"EV-signed"}`), nonce)
 	f.Fuzz(func(t *testing.T, body, plaintext []byte, eventType string) {
 		// An arbitrary body under another body's signature.
 		forged := signedElsewhere
@@ -76,52 +66,10 @@ func FuzzPayParseNotification(f *testing.F) {
 			check(t, "forged", nil, err)
 		}
 		// An arbitrary body, signed.
-		n, err := e.pay.ParseNotification(ctx, payFuzzSigned(t, e, body))
+		n, err := e.pay.ParseNotification(ctx, paySigned(t, e, body, nonce))
 		check(t, "signed body", n, err)
 		// An arbitrary resource, encrypted and signed.
-		n, err = e.pay.ParseNotification(ctx, payFuzzSigned(t, e, payFuzzEnvelope(t, e, eventType, plaintext)))
+		n, err = e.pay.ParseNotification(ctx, paySigned(t, e, payEnvelope(t, e, "EV-fuzz", eventType, "transaction", "0123456789ab", plaintext), nonce))
 		check(t, "signed resource", n, err)
 	})
-}
-
-// payFuzzEnvelope encrypts plaintext into a notification envelope.
-func payFuzzEnvelope(t *testing.T, e *payEnv, eventType string, plaintext []byte) []byte {
-	block, err := aes.NewCipher([]byte(e.cfg.Pay.APIv3Key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const nonce, ad = "0123456789ab", "transaction"
-	body, err := json.Marshal(map[string]any{
-		"id": "EV-fuzz", "create_time": time.Now().Format(time.RFC3339), "resource_type": "encrypt-resource",
-		"event_type": eventType, "summary": "s",
-		"resource": map[string]string{
-			"original_type": ad, "algorithm": "AEAD_AES_256_GCM", "associated_data": ad, "nonce": nonce,
-			"ciphertext": base64.StdEncoding.EncodeToString(gcm.Seal(nil, []byte(nonce), plaintext, []byte(ad))),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return body
-}
-
-// payFuzzSigned is body as the platform sends it: signed with its key.
-func payFuzzSigned(t testing.TB, e *payEnv, body []byte) webhooks.Request {
-	ts, nonce := strconv.FormatInt(time.Now().Unix(), 10), "fuzz-nonce-0123456789abcdef"
-	sum := sha256.Sum256([]byte(ts + "\n" + nonce + "\n" + string(body) + "\n"))
-	sig, err := rsa.SignPKCS1v15(rand.Reader, e.sb.WeChatPay.PlatformKey, crypto.SHA256, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := http.Header{}
-	h.Set("Wechatpay-Timestamp", ts)
-	h.Set("Wechatpay-Nonce", nonce)
-	h.Set("Wechatpay-Signature", base64.StdEncoding.EncodeToString(sig))
-	h.Set("Wechatpay-Serial", e.sb.WeChatPay.PublicKeyID)
-	h.Set("Wechatpay-Signature-Type", "WECHATPAY2-SHA256-RSA2048")
-	return webhooks.Request{Method: http.MethodPost, Header: h, Body: body, ReceivedAt: time.Now()}
 }

@@ -570,6 +570,13 @@ func TestPayNotificationFaults(t *testing.T) {
 // encrypted with the APIv3 key, as the platform would send it.
 func payCraft(t *testing.T, e *payEnv, eventType, originalType string, plaintext []byte) webhooks.Request {
 	t.Helper()
+	return paySigned(t, e, payEnvelope(t, e, "EV-"+payHex(8), eventType, originalType, payHex(6), plaintext), payHex(16))
+}
+
+// payEnvelope is a notification body of eventType whose resource is
+// plaintext encrypted with the APIv3 key under nonce (12 characters).
+func payEnvelope(t testing.TB, e *payEnv, id, eventType, originalType, nonce string, plaintext []byte) []byte {
+	t.Helper()
 	block, err := aes.NewCipher([]byte(e.cfg.Pay.APIv3Key))
 	if err != nil {
 		t.Fatal(err)
@@ -578,9 +585,8 @@ func payCraft(t *testing.T, e *payEnv, eventType, originalType string, plaintext
 	if err != nil {
 		t.Fatal(err)
 	}
-	nonce := payHex(6) // 12 characters
 	body, err := json.Marshal(map[string]any{
-		"id": "EV-" + payHex(8), "create_time": time.Now().Format(time.RFC3339), "resource_type": "encrypt-resource",
+		"id": id, "create_time": time.Now().Format(time.RFC3339), "resource_type": "encrypt-resource",
 		"event_type": eventType, "summary": "s",
 		"resource": map[string]string{
 			"original_type": originalType, "algorithm": "AEAD_AES_256_GCM", "associated_data": originalType, "nonce": nonce,
@@ -590,15 +596,22 @@ func payCraft(t *testing.T, e *payEnv, eventType, originalType string, plaintext
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, sigNonce := strconv.FormatInt(time.Now().Unix(), 10), payHex(16)
-	sum := sha256.Sum256([]byte(ts + "\n" + sigNonce + "\n" + string(body) + "\n"))
+	return body
+}
+
+// paySigned is body as the platform sends it: signed with its key, with
+// nonce in the signature.
+func paySigned(t testing.TB, e *payEnv, body []byte, nonce string) webhooks.Request {
+	t.Helper()
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	sum := sha256.Sum256([]byte(ts + "\n" + nonce + "\n" + string(body) + "\n"))
 	sig, err := rsa.SignPKCS1v15(rand.Reader, e.sb.WeChatPay.PlatformKey, crypto.SHA256, sum[:])
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := http.Header{}
 	h.Set("Wechatpay-Timestamp", ts)
-	h.Set("Wechatpay-Nonce", sigNonce)
+	h.Set("Wechatpay-Nonce", nonce)
 	h.Set("Wechatpay-Signature", base64.StdEncoding.EncodeToString(sig))
 	h.Set("Wechatpay-Serial", e.sb.WeChatPay.PublicKeyID)
 	h.Set("Wechatpay-Signature-Type", "WECHATPAY2-SHA256-RSA2048")
