@@ -12,48 +12,21 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/smartwalle/alipay/v3"
 	"github.com/smartwalle/ncrypto"
 	"github.com/smartwalle/nsign"
 
 	"github.com/minigate/minigate/internal/config"
 )
-
-var (
-	alipayTestKeysOnce sync.Once
-	alipayTestKeys     []*rsa.PrivateKey
-	alipayTestKeysMu   sync.Mutex
-	alipayTestKeysNext int
-)
-
-// alipayTestKey hands out keys from a small pool generated once.
-func alipayTestKey() (*rsa.PrivateKey, error) {
-	alipayTestKeysOnce.Do(func() {
-		for range 4 {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			alipayTestKeys = append(alipayTestKeys, k)
-		}
-	})
-	alipayTestKeysMu.Lock()
-	defer alipayTestKeysMu.Unlock()
-	alipayTestKeysNext++
-	return alipayTestKeys[alipayTestKeysNext%len(alipayTestKeys)], nil
-}
 
 // alipayTestNote is a callback the simulator delivered.
 type alipayTestNote struct {
@@ -86,17 +59,10 @@ func alipayTestSetup(t *testing.T, aesKey bool) *alipayTestEnv {
 	t.Cleanup(rcv.Close)
 
 	e.sb = New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv := fiber.New(fiber.Config{DisableStartupMessage: true})
-	srv.Mount("/sandbox", e.sb.Handler())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Listener(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	e.gateway = "http://" + ln.Addr().String() + "/sandbox/alipay/gateway.do"
+	e.gateway = serveTest(t, e.sb) + "/alipay/gateway.do"
 
-	e.app, e.cfg, err = NewAppPair(AppSpec{ID: "ali-" + randomHex(3), Platform: Alipay, PublicURL: rcv.URL, Pay: true, Key: alipayTestKey})
+	var err error
+	e.app, e.cfg, err = NewAppPair(AppSpec{ID: "ali-" + randomHex(3), Platform: Alipay, PublicURL: rcv.URL, Pay: true, Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +172,9 @@ func TestAlipayOAuthToken(t *testing.T) {
 	}
 
 	// The SDK verifies response signatures: trusting another key fails.
-	other, _ := alipayTestKey()
+	other, _ := testKey()
 	for other.Equal(e.app.Alipay.AlipayKey) {
-		other, _ = alipayTestKey()
+		other, _ = testKey()
 	}
 	wrong := alipayTestSDK(t, e.cfg, e.gateway, &other.PublicKey)
 	code, _ = e.sb.MintCode(e.app.ID, "alice", "login")
@@ -259,9 +225,9 @@ func alipayTestSign(t *testing.T, v url.Values, key *rsa.PrivateKey) {
 func TestAlipayGatewayChecksRequests(t *testing.T) {
 	t.Parallel()
 	e := alipayTestSetup(t, false)
-	other, _ := alipayTestKey()
+	other, _ := testKey()
 	for other.Equal(e.cfg.PrivateKey) {
-		other, _ = alipayTestKey()
+		other, _ = testKey()
 	}
 	// base is a request the SDK signed: a trade query for an unknown trade,
 	// which passes every gateway check and fails only in business.

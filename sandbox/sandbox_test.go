@@ -1,6 +1,51 @@
 package sandbox
 
-import "testing"
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+var (
+	testKeyPool = sync.OnceValue(func() []*rsa.PrivateKey {
+		keys := make([]*rsa.PrivateKey, 4)
+		for i := range keys {
+			k, err := rsa.GenerateKey(rand.Reader, 2048)
+			if err != nil {
+				panic(err)
+			}
+			keys[i] = k
+		}
+		return keys
+	})
+	testKeyNext atomic.Int64
+)
+
+// testKey hands out keys from a small pool generated once (AppSpec.Key).
+func testKey() (*rsa.PrivateKey, error) {
+	pool := testKeyPool()
+	return pool[int(testKeyNext.Add(1))%len(pool)], nil
+}
+
+// serveTest serves s on a loopback port, mounted at /sandbox as minigate
+// mounts it, until the test ends; it returns the /sandbox URL.
+func serveTest(t *testing.T, s *Sandbox) string {
+	t.Helper()
+	srv := fiber.New(fiber.Config{DisableStartupMessage: true})
+	srv.Mount("/sandbox", s.Handler())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Listener(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return "http://" + ln.Addr().String() + "/sandbox"
+}
 
 func TestInjectedFailures(t *testing.T) {
 	t.Parallel()

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -735,15 +734,7 @@ func TestWeChatControlRoutesOverHTTP(t *testing.T) {
 	// Through a real listener, so fiber's buffers are reused across
 	// requests: names minted through the control route must survive.
 	w := newWeChatSim(t, AppSpec{})
-	outer := fiber.New(fiber.Config{DisableStartupMessage: true})
-	outer.Mount("/sandbox", w.h)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = outer.Listener(ln) }()
-	t.Cleanup(func() { _ = outer.Shutdown() })
-	base := "http://" + ln.Addr().String() + "/sandbox"
+	base := serveTest(t, w.s)
 	post := func(path string) map[string]any {
 		resp, err := http.Post(base+path, "application/json", nil)
 		if err != nil {

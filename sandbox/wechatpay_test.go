@@ -3,24 +3,19 @@ package sandbox
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/auth"
 	"github.com/wechatpay-apiv3/wechatpay-go/core/auth/verifiers"
@@ -38,26 +33,6 @@ import (
 // the SDK's signed requests must pass the simulator's own verifier, and the
 // simulator's answers, certificates and notifications must pass the SDK's
 // validator, downloader and notify handler.
-
-var (
-	wechatPayTestKeyPool = sync.OnceValue(func() []*rsa.PrivateKey {
-		keys := make([]*rsa.PrivateKey, 4)
-		for i := range keys {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			keys[i] = k
-		}
-		return keys
-	})
-	wechatPayTestKeyNext atomic.Int64
-)
-
-func wechatPayTestKey() (*rsa.PrivateKey, error) {
-	pool := wechatPayTestKeyPool()
-	return pool[int(wechatPayTestKeyNext.Add(1))%len(pool)], nil
-}
 
 // wechatPayTestNote is a notification the receiver got.
 type wechatPayTestNote struct {
@@ -90,18 +65,11 @@ func wechatPayTestSetup(t *testing.T, mode string, opts Options) *wechatPayTestE
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	e.sim = New(opts)
-	srv := fiber.New(fiber.Config{DisableStartupMessage: true})
-	srv.Mount("/sandbox", e.sim.Handler())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Listener(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	e.base = "http://" + ln.Addr().String() + "/sandbox"
+	e.base = serveTest(t, e.sim)
+	var err error
 	e.app, e.cfg, err = NewAppPair(AppSpec{
 		ID: "wxp-" + randomHex(4), Platform: WeChat, PublicURL: recv.URL, Pay: true,
-		WeChatPayKeyMode: mode, Key: wechatPayTestKey,
+		WeChatPayKeyMode: mode, Key: testKey,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -326,9 +294,9 @@ func TestWeChatPayRejectsBadRequestSignatures(t *testing.T) {
 	t.Parallel()
 	e := wechatPayTestSetup(t, KeyModePublicKey, Options{})
 	skewed := wechatPayTestSetup(t, KeyModePublicKey, Options{Now: func() time.Time { return time.Now().Add(6 * time.Minute) }})
-	other, _ := wechatPayTestKey()
+	other, _ := testKey()
 	for other.Equal(e.cfg.Pay.PrivateKey) {
-		other, _ = wechatPayTestKey()
+		other, _ = testKey()
 	}
 	for _, tc := range []struct {
 		name   string
