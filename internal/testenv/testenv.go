@@ -14,6 +14,7 @@ import (
 	"crypto/rsa"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"github.com/minigate/minigate/internal/app"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/pgtest"
+	"github.com/minigate/minigate/reconcile"
 	"github.com/minigate/minigate/sandbox"
 )
 
@@ -444,6 +446,27 @@ func (s *FetcherTokens) Refreshes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.refreshes
+}
+
+// ParsedBill checks what a bill parser made of arbitrary input (fuzz
+// targets): a refusal must be a *reconcile.ParseError, and every row of a
+// bill must name its order, a refund row its refund too. It reports
+// whether there is a bill to check further.
+func ParsedBill(t testing.TB, b *reconcile.Bill, err error) bool {
+	t.Helper()
+	if err != nil {
+		var pe *reconcile.ParseError
+		if !errors.As(err, &pe) {
+			t.Fatalf("not a ParseError: %v", err)
+		}
+		return false
+	}
+	for _, r := range b.Rows {
+		if r.OutTradeNo == "" || (r.Kind == reconcile.KindRefund && r.OutRefundNo == "") {
+			t.Fatalf("row without its numbers: %+v", r)
+		}
+	}
+	return true
 }
 
 // Clock is a settable clock for minigate's services and adapters: the real
