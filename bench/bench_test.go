@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,17 +205,63 @@ func TestLoop(t *testing.T) {
 	}
 }
 
+func TestParseStat(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, line, comm string
+		cpu              time.Duration
+		ok               bool
+	}{
+		{"postgres backend", "4242 (postgres) S 13356 13356 13356 0 -1 4194560 1091 0 0 0 250 37 0 0 20 0 1 0 1 2 3",
+			"postgres", 287 * clockTick, true},
+		{"spaces and parentheses in the name", "77 (a (b) c) R 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0",
+			"a (b) c", 11 * clockTick, true},
+		{"truncated", "77 (x) R 1 2", "", 0, false},
+		{"no name", "77 x R", "", 0, false},
+	} {
+		comm, cpu, ok := parseStat([]byte(tc.line))
+		if comm != tc.comm || cpu != tc.cpu || ok != tc.ok {
+			t.Errorf("%s: %q %v %v, want %q %v %v", tc.name, comm, cpu, ok, tc.comm, tc.cpu, tc.ok)
+		}
+	}
+	// This process's own line parses; spin until it has used a tick.
+	deadline := time.Now().Add(5 * time.Second)
+	for x := uint64(1); procCPU(os.Getpid()) == 0; x = x*6364136223846793005 + 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no CPU time read for this process (%d)", x)
+		}
+	}
+}
+
+func TestCPUPer(t *testing.T) {
+	t.Parallel()
+	c := cpuUse{Minigate: 10 * time.Second, Postgres: 4 * time.Second, Bench: 2 * time.Second}
+	got := c.sub(cpuUse{Minigate: 2 * time.Second}).per(4000)
+	want := cpuUse{Minigate: 2 * time.Millisecond, Postgres: time.Millisecond, Bench: 500 * time.Microsecond}
+	if got != want {
+		t.Fatalf("per = %+v, want %+v", got, want)
+	}
+	if (cpuUse{Bench: time.Second}).per(0) != (cpuUse{}) {
+		t.Fatal("per(0) is not zero")
+	}
+}
+
 func TestWorkerLevels(t *testing.T) {
 	t.Parallel()
-	// 500/s at a mean of 22 ms is 11 requests in flight.
-	c := &caseResult{Runs: []attackResult{{Throughput: 500, Mean: 22 * time.Millisecond}}}
-	got := workerLevels(c)
-	want := []int{4, 8, 11, 16, 32}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("levels %v, want %v", got, want)
-	}
-	if got := workerLevels(nil); fmt.Sprint(got) != fmt.Sprint([]int{4, 8, 16, 32}) {
-		t.Fatalf("levels without a case %v", got)
+	for _, tc := range []struct {
+		name string
+		at   attackResult
+		want []int
+	}{
+		// 500/s at a mean of 22 ms is 11 requests in flight.
+		{"little's law", attackResult{Throughput: 500, Mean: 22 * time.Millisecond}, []int{4, 8, 11, 16, 32}},
+		{"already a level", attackResult{Throughput: 400, Mean: 20 * time.Millisecond}, []int{4, 8, 16, 32}},
+		{"no measurement", attackResult{}, []int{4, 8, 16, 32}},
+		{"beyond the pool", attackResult{Throughput: 1000, Mean: time.Second}, []int{4, 8, 16, 32}},
+	} {
+		if got := workerLevels(tc.at); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: levels %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -143,6 +143,22 @@ func (r *report) markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s | closed loop, %d workers | %s | %s | — | — |\n", c.Name, c.Workers, strings.Join(runs, ", "), rate(c.Throughput))
 	}
+	fmt.Fprintf(&b, "\nCPU time per successful request during the measured runs (ms; /proc, all processes of each kind):\n\n"+
+		"| case | minigate | Postgres | bench process (vegeta, simulator, loop) | peer | total |\n|---|---:|---:|---:|---:|---:|\n")
+	cpuRow := func(name string, c cpuUse) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", name, cpuMS(c.Minigate), cpuMS(c.Postgres), cpuMS(c.Bench), cpuMS(c.Peer),
+			cpuMS(c.Minigate+c.Postgres+c.Bench+c.Peer))
+	}
+	for _, c := range []*caseResult{r.PushMinigate, r.PushDuplicate, r.PushPeer, r.NotifyMinigate, r.OrdersMinigate} {
+		if c != nil {
+			cpuRow(c.Name, c.CPUPerOK)
+		}
+	}
+	for _, c := range []*loopCase{r.PushCeiling, r.NotifyCeiling, r.OrdersSDK} {
+		if c != nil {
+			cpuRow(c.Name, c.CPUPerOK)
+		}
+	}
 	fmt.Fprintf(&b, "\nMemory: %s. Events: %d delivered to the receiver during the run, %d still pending %s after the last case.\n",
 		r.MemoryNote, r.Delivery.Delivered, r.Delivery.Pending, r.Delivery.Waited)
 	return b.String()
@@ -155,6 +171,13 @@ func (r *report) runs() int {
 		}
 	}
 	return 0
+}
+
+func cpuMS(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond))
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }
