@@ -233,11 +233,28 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+func TestMachineBusy(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, stat string
+		want       time.Duration
+	}{
+		// user 100, nice 1, system 50, idle 900, iowait 20, irq 2, softirq 3, steal 4
+		{"busy excludes idle and iowait", "cpu  100 1 50 900 20 2 3 4 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n", 160 * clockTick},
+		{"not the total line", "cpu0 1 2 3 4 5 6 7 8 9 10\n", 0},
+		{"short", "cpu 1 2 3\n", 0},
+	} {
+		if got := machineBusy([]byte(tc.stat)); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestCPUPer(t *testing.T) {
 	t.Parallel()
-	c := cpuUse{Minigate: 10 * time.Second, Postgres: 4 * time.Second, Bench: 2 * time.Second}
+	c := cpuUse{Minigate: 10 * time.Second, Rest: 4 * time.Second, Bench: 2 * time.Second}
 	got := c.sub(cpuUse{Minigate: 2 * time.Second}).per(4000)
-	want := cpuUse{Minigate: 2 * time.Millisecond, Postgres: time.Millisecond, Bench: 500 * time.Microsecond}
+	want := cpuUse{Minigate: 2 * time.Millisecond, Rest: time.Millisecond, Bench: 500 * time.Microsecond}
 	if got != want {
 		t.Fatalf("per = %+v, want %+v", got, want)
 	}
@@ -408,8 +425,8 @@ func TestNotifyGen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os := []seeded{{ID: "ord_x", OutTradeNo: "MG0123456789", OpenID: "oUserA"}, {ID: "ord_y", OutTradeNo: "MG9876543210", OpenID: "oUserB"}}
-	ts, err := newNotifyGen(a).make("http://127.0.0.1:1", os, 2)
+	batch := []seeded{{ID: "ord_x", OutTradeNo: "MG0123456789", OpenID: "oUserA"}, {ID: "ord_y", OutTradeNo: "MG9876543210", OpenID: "oUserB"}}
+	ts, err := newNotifyGen(a).make("http://127.0.0.1:1", batch, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +437,7 @@ func TestNotifyGen(t *testing.T) {
 			t.Fatalf("minigate's adapter refuses a generated notification: %v", err)
 		}
 		tx := n.Transaction
-		if n.Kind != orders.NotifyPayment || tx == nil || tx.OutTradeNo != os[i].OutTradeNo || tx.Amount != seedAmount ||
+		if n.Kind != orders.NotifyPayment || tx == nil || tx.OutTradeNo != batch[i].OutTradeNo || tx.Amount != seedAmount ||
 			tx.State != orders.PaymentPaid || tx.AppID != a.cfg.AppID || tx.MchID != a.cfg.Pay.MchID {
 			t.Fatalf("notification %d: %+v %+v", i, n, tx)
 		}

@@ -357,11 +357,11 @@ func (b *bench) notifyCases(ctx context.Context) error {
 	mg, err := b.rampHTTP(ctx, httpCase{
 		name: "WeChat Pay notification → minigate", base: b.mg.url, pid: b.mg.pid, check: isNotifyAck,
 		gen: func(n int) ([]vegeta.Target, error) {
-			os, err := seedOrders(ctx, b.pool, b.app.cfg.ID, b.openIDs, n)
+			batch, err := seedOrders(ctx, b.pool, b.app.cfg.ID, b.openIDs, n)
 			if err != nil {
 				return nil, err
 			}
-			return gen.make(b.mg.url, os, 2)
+			return gen.make(b.mg.url, batch, 2)
 		},
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -17,21 +16,23 @@ const clockTick = 10 * time.Millisecond
 type cpuUse struct {
 	// Minigate is the minigate process (zero when it runs in-process).
 	Minigate time.Duration `json:"minigate"`
-	// Postgres is every postgres process (the server and its backends).
-	Postgres time.Duration `json:"postgres"`
 	// Bench is this process: vegeta, the simulator, the event receiver,
 	// and the ceiling or SDK loops.
 	Bench time.Duration `json:"bench"`
 	// Peer is the hand-written peer process, when one runs.
 	Peer time.Duration `json:"peer"`
+	// Rest is every other busy CPU second of the machine: Postgres (its
+	// backends come and go with the pools' connections, so it is counted
+	// as what remains of the machine's total) and whatever else runs.
+	Rest time.Duration `json:"rest"`
 }
 
 func (c cpuUse) sub(o cpuUse) cpuUse {
-	return cpuUse{Minigate: c.Minigate - o.Minigate, Postgres: c.Postgres - o.Postgres, Bench: c.Bench - o.Bench, Peer: c.Peer - o.Peer}
+	return cpuUse{Minigate: c.Minigate - o.Minigate, Bench: c.Bench - o.Bench, Peer: c.Peer - o.Peer, Rest: c.Rest - o.Rest}
 }
 
 func (c cpuUse) add(o cpuUse) cpuUse {
-	return cpuUse{Minigate: c.Minigate + o.Minigate, Postgres: c.Postgres + o.Postgres, Bench: c.Bench + o.Bench, Peer: c.Peer + o.Peer}
+	return cpuUse{Minigate: c.Minigate + o.Minigate, Bench: c.Bench + o.Bench, Peer: c.Peer + o.Peer, Rest: c.Rest + o.Rest}
 }
 
 // per divides every figure by n (CPU per request).
@@ -40,13 +41,12 @@ func (c cpuUse) per(n uint64) cpuUse {
 		return cpuUse{}
 	}
 	d := time.Duration(n)
-	return cpuUse{Minigate: c.Minigate / d, Postgres: c.Postgres / d, Bench: c.Bench / d, Peer: c.Peer / d}
+	return cpuUse{Minigate: c.Minigate / d, Bench: c.Bench / d, Peer: c.Peer / d, Rest: c.Rest / d}
 }
 
 // sampleCPU reads the CPU time of minigate (mgPid), the peer (peerPid, 0
-// for none), this process and all postgres processes. Postgres backends
-// that exit between two samples take their time with them; the pools keep
-// theirs open, so this matters little.
+// for none) and this process, and the machine's busy time (/proc/stat);
+// Rest is the machine's busy time less those three.
 func sampleCPU(mgPid, peerPid int) cpuUse {
 	self := os.Getpid()
 	u := cpuUse{Bench: procCPU(self)}
@@ -56,17 +56,29 @@ func sampleCPU(mgPid, peerPid int) cpuUse {
 	if peerPid != 0 {
 		u.Peer = procCPU(peerPid)
 	}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range stats {
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		if comm, t, ok := parseStat(raw); ok && comm == "postgres" {
-			u.Postgres += t
-		}
+	if raw, err := os.ReadFile("/proc/stat"); err == nil {
+		u.Rest = machineBusy(raw) - u.Minigate - u.Bench - u.Peer
 	}
 	return u
+}
+
+// machineBusy is the busy time of all CPUs from /proc/stat's "cpu" line:
+// user, nice, system, irq, softirq and steal (not idle or iowait).
+func machineBusy(raw []byte) time.Duration {
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0
+		}
+		busy += v
+	}
+	return time.Duration(busy) * clockTick
 }
 
 // procCPU is pid's user+system CPU time, or 0.

@@ -74,7 +74,12 @@ func main() {
 	o.plan.Pause = time.Second
 	o.only = map[string]bool{}
 	for c := range strings.SplitSeq(only, ",") {
-		o.only[strings.TrimSpace(c)] = true
+		c = strings.TrimSpace(c)
+		if c != "push" && c != "notify" && c != "orders" {
+			fmt.Fprintf(os.Stderr, "bench: -only: unknown case %q (push, notify, orders)\n", c)
+			os.Exit(2)
+		}
+		o.only[c] = true
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -109,7 +114,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	b := &bench{o: o, loader: newLoader()}
 	b.report.Machine = probeMachine()
-	b.report.Command = "make bench  (" + strings.Join(os.Args, " ") + ")"
+	b.report.Command = strings.TrimSpace("cd bench && go run . " + strings.Join(os.Args[1:], " "))
 	b.report.Started = time.Now()
 	if l := load1(); l > 1 {
 		logf("warning: the 1-minute load average is %.2f; other work on this machine will skew the results", l)

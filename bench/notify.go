@@ -91,15 +91,15 @@ func newNotifyGen(a *benchApp) *notifyGen {
 
 // make returns one notification per order, addressed to base; RSA signing
 // is spread over workers goroutines.
-func (g *notifyGen) make(base string, os []seeded, workers int) ([]vegeta.Target, error) {
-	out := make([]vegeta.Target, len(os))
+func (g *notifyGen) make(base string, batch []seeded, workers int) ([]vegeta.Target, error) {
+	out := make([]vegeta.Target, len(batch))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	for w := range workers {
 		wg.Go(func() {
-			for i := w; i < len(os); i += workers {
-				t, err := g.one(base, os[i])
+			for i := w; i < len(batch); i += workers {
+				t, err := g.one(base, batch[i])
 				if err != nil {
 					mu.Lock()
 					firstErr = cmpErr(firstErr, err)
