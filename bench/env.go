@@ -287,6 +287,8 @@ type instance struct {
 	// process when in-process).
 	pid  int
 	done chan error
+	// log is the in-process instance's log file.
+	log io.Closer
 }
 
 // startMinigate runs `minigate serve --config path` with its log in dir,
@@ -345,18 +347,23 @@ func startInProcess(ctx context.Context, path, dir, listen string) (*instance, e
 	}
 	a, err := app.New(ctx, cfg, app.Options{Logger: slog.New(slog.NewJSONHandler(logf, nil)), Migrate: true})
 	if err != nil {
+		logf.Close()
 		return nil, err
 	}
+	in := &instance{url: "http://" + listen, app: a, pid: os.Getpid(), done: make(chan error, 1), log: logf}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return nil, fmt.Errorf("bench: listen: %w", err)
+		return nil, errors.Join(fmt.Errorf("bench: listen: %w", err), in.stop())
 	}
 	if err := a.Start(ctx); err != nil {
-		return nil, err
+		ln.Close()
+		return nil, errors.Join(err, in.stop())
 	}
-	in := &instance{url: "http://" + listen, app: a, pid: os.Getpid(), done: make(chan error, 1)}
 	go func() { in.done <- a.Serve(ln) }()
-	return in, in.waitReady(ctx)
+	if err := in.waitReady(ctx); err != nil {
+		return nil, errors.Join(err, in.stop())
+	}
+	return in, nil
 }
 
 func (in *instance) waitReady(ctx context.Context) error {
@@ -386,7 +393,8 @@ func (in *instance) stop() error {
 	if in.app != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return in.app.Shutdown(ctx)
+		err := in.app.Shutdown(ctx)
+		return errors.Join(err, in.log.Close())
 	}
 	_ = in.cmd.Process.Signal(os.Interrupt)
 	select {
