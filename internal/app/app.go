@@ -29,6 +29,17 @@ import (
 	"github.com/minigate/minigate/sandbox"
 )
 
+// The event-delivery queue's polling. River's database/sql driver cannot
+// LISTEN, and a job inserted inside a callback's transaction does not wake
+// the local producer, so delivery jobs are found by polling. Polling that
+// queue often (a cheap indexed query) spreads deliveries evenly instead of
+// letting a second's worth pile up and run as one burst of concurrent
+// transactions beside the callbacks being acknowledged (docs/benchmarks.md).
+const (
+	eventsPollInterval  = 100 * time.Millisecond
+	eventsFetchCooldown = 10 * time.Millisecond
+)
+
 // Options adjust New for tests and sandbox mode.
 type Options struct {
 	Logger *slog.Logger
@@ -119,7 +130,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if mods.workerCount > 0 {
 		// Event deliveries get their own workers: a slow backend cannot
 		// starve the sweeps and other jobs of the default queue.
-		rcfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 20}, events.Queue: {MaxWorkers: 20}}
+		rcfg.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: 20},
+			events.Queue: {
+				MaxWorkers:        20,
+				FetchPollInterval: min(poll, eventsPollInterval),
+				FetchCooldown:     min(poll/2, eventsFetchCooldown),
+			},
+		}
 		rcfg.Workers = workers
 		rcfg.PeriodicJobs = mods.periodic
 	}
