@@ -146,12 +146,23 @@ type attempt struct {
 }
 
 // recordAttempt stores the attempt and the event's new state together.
+//
+// The transaction commits asynchronously (synchronous_commit off): it does
+// not wait for its WAL flush, so deliveries do not queue behind the
+// callbacks' commits for the disk. This is safe because the job that made
+// the attempt is completed by a later, synchronous commit, and Postgres
+// flushes WAL in order: when that completion is durable, so is this
+// record. A crash that loses both only makes River run the job again, one
+// more delivery that receivers de-duplicate by webhook-id.
 func recordAttempt(ctx context.Context, db *sqlx.DB, a attempt) error {
 	tx, err := db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("events: record attempt: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	if _, err := tx.ExecContext(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		return fmt.Errorf("events: record attempt: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, EventDeliveryInsert, a.eventID, a.jobID, a.number, a.status, a.duration.Milliseconds(), a.err, a.at); err != nil {
 		return fmt.Errorf("events: record attempt: %w", err)
 	}
