@@ -94,7 +94,7 @@ func fakeServer(capacity float64, tried *[]float64) func(float64, time.Duration)
 
 func TestRamp(t *testing.T) {
 	t.Parallel()
-	plan := rampPlan{Start: 100, Factor: 2, Max: 100000, MaxP99: 500 * time.Millisecond}
+	plan := rampPlan{Start: 100, Factor: 2, Max: 100000, MaxP99: 500 * time.Millisecond, MaxBacklog: time.Second}
 	for _, tc := range []struct {
 		name     string
 		capacity float64
@@ -149,7 +149,7 @@ func TestRampRetriesAStall(t *testing.T) {
 		}
 		return r, err
 	}
-	got, _, err := ramp(rampPlan{Start: 100, Factor: 2, Max: 100000, MaxP99: 500 * time.Millisecond}, try, t.Logf)
+	got, _, err := ramp(rampPlan{Start: 100, Factor: 2, Max: 100000, MaxP99: 500 * time.Millisecond, MaxBacklog: time.Second}, try, t.Logf)
 	if err != nil || got < 800 {
 		t.Fatalf("saturating rate %v, %v (tried %v); a single stall ended the ramp", got, err, tried)
 	}
@@ -167,10 +167,12 @@ func TestSustained(t *testing.T) {
 		{"failures", func(r *attackResult) { r.Success = 0.98 }, false},
 		{"falls behind", func(r *attackResult) { r.Throughput = 90 }, false},
 		{"slow tail", func(r *attackResult) { r.P99 = time.Second }, false},
+		{"deliveries keep pace", func(r *attackResult) { r.Backlog = 400 * time.Millisecond }, true},
+		{"deliveries fall behind", func(r *attackResult) { r.Backlog = 2 * time.Second }, false},
 	} {
 		r := ok
 		tc.edit(&r)
-		if got := r.sustained(500 * time.Millisecond); got != tc.want {
+		if got := r.sustained(rampPlan{MaxP99: 500 * time.Millisecond, MaxBacklog: 500 * time.Millisecond}); got != tc.want {
 			t.Errorf("%s: sustained = %v, want %v", tc.name, got, tc.want)
 		}
 	}

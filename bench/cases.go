@@ -70,7 +70,7 @@ func (b *bench) rampHTTP(ctx context.Context, c httpCase) (*httpRun, error) {
 		return nil, fmt.Errorf("%s: %w", c.name, err)
 	}
 	for _, s := range steps {
-		if s.Rate == sat && s.sustained(b.o.plan.MaxP99) {
+		if s.Rate == sat && s.sustained(b.o.plan) {
 			h.res.atSaturation = s
 		}
 	}
@@ -87,6 +87,10 @@ func (h *httpRun) try(rate float64, d time.Duration) (attackResult, error) {
 	}
 	before := h.b.cpu(h.c.pid)
 	r := h.b.loader.attack((&targets{list: ts, cycle: h.c.cycle}).targeter(), rate, d, h.c.check)
+	if h.c.pid == h.b.mg.pid {
+		_, r.Backlog = h.b.waitDelivered(h.ctx, settleLimit)
+	}
+	// The CPU of the deliveries that finish after the attack counts too.
 	h.lastCPU = h.b.cpu(h.c.pid).sub(before)
 	h.res.Requests, h.res.OK = h.res.Requests+r.Requests, h.res.OK+r.OK
 	return r, nil

@@ -57,18 +57,23 @@ type attackResult struct {
 	Max    time.Duration  `json:"max"`
 	Codes  map[string]int `json:"codes"`
 	Errors []string       `json:"errors,omitempty"`
+	// Backlog is how long minigate took, after the attack's last answer,
+	// to deliver the events the attack's callbacks published (zero for
+	// the peer). A rate whose deliveries fall behind is not sustainable,
+	// however quickly the callbacks themselves were answered.
+	Backlog time.Duration `json:"backlog,omitempty"`
 }
 
 func (r attackResult) String() string {
-	return fmt.Sprintf("rate %6.0f/s  sent %6.0f/s  ok %6.0f/s  success %5.1f%%  p50 %7s  p99 %7s  max %7s",
-		r.Rate, r.Sent, r.Throughput, 100*r.Success, roundDur(r.P50), roundDur(r.P99), roundDur(r.Max))
+	return fmt.Sprintf("rate %6.0f/s  sent %6.0f/s  ok %6.0f/s  success %5.1f%%  p50 %7s  p99 %7s  max %7s  backlog %4s",
+		r.Rate, r.Sent, r.Throughput, 100*r.Success, roundDur(r.P50), roundDur(r.P99), roundDur(r.Max), r.Backlog)
 }
 
 // sustained reports whether the target kept up with r's rate: (almost)
-// every request succeeded, the responses kept pace with the requests, and
-// the tail latency stayed bounded.
-func (r attackResult) sustained(maxP99 time.Duration) bool {
-	return r.Success >= 0.99 && r.Throughput >= 0.95*r.Rate && r.P99 <= maxP99
+// every request succeeded, the responses kept pace with the requests, the
+// tail latency stayed bounded, and the event deliveries kept pace too.
+func (r attackResult) sustained(p rampPlan) bool {
+	return r.Success >= 0.99 && r.Throughput >= 0.95*r.Rate && r.P99 <= p.MaxP99 && r.Backlog <= p.MaxBacklog
 }
 
 // loader runs constant-rate attacks with vegeta. Vegeta starts a new
@@ -128,6 +133,8 @@ type rampPlan struct {
 	// Pause lets queues drain between steps.
 	Pause  time.Duration
 	MaxP99 time.Duration
+	// MaxBacklog bounds attackResult.Backlog for a sustained step.
+	MaxBacklog time.Duration
 }
 
 // minRate is the lowest rate a ramp starts at.
@@ -150,7 +157,7 @@ func ramp(p rampPlan, try func(rate float64, d time.Duration) (attackResult, err
 				return false, err
 			}
 			steps = append(steps, r)
-			ok := r.sustained(p.MaxP99)
+			ok := r.sustained(p)
 			logf("  ramp %s %s", r, okMark(ok))
 			time.Sleep(p.Pause)
 			if ok {

@@ -67,6 +67,7 @@ func main() {
 	flag.Float64Var(&o.plan.Factor, "ramp-factor", 1.4, "rate multiplier between ramp steps")
 	flag.Float64Var(&o.plan.Max, "max-rate", 30000, "highest rate tried")
 	flag.DurationVar(&o.plan.MaxP99, "max-p99", 500*time.Millisecond, "a step whose p99 exceeds this is not sustained")
+	flag.DurationVar(&o.plan.MaxBacklog, "max-backlog", 500*time.Millisecond, "a step whose event deliveries finish more than this after its last answer is not sustained")
 	flag.StringVar(&only, "only", "push,notify,orders", "cases to run: push, notify, orders")
 	flag.StringVar(&o.markdown, "out", "", "also write the report (Markdown) to this file")
 	flag.StringVar(&o.jsonOut, "json", "", "also write every measurement (JSON) to this file")
@@ -245,9 +246,9 @@ func (b *bench) waitDelivered(ctx context.Context, limit time.Duration) (int64, 
 			logf("counting pending events: %v", err)
 		}
 		if n == 0 || time.Since(start) > limit || ctx.Err() != nil {
-			return n, time.Since(start).Round(100 * time.Millisecond)
+			return n, time.Since(start).Round(10 * time.Millisecond)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
