@@ -39,6 +39,10 @@ type payRefundNotice struct {
 	} `json:"amount"`
 }
 
+// payResourceNonceSize is the length of an AEAD_AES_256_GCM resource's
+// nonce: the standard GCM nonce.
+const payResourceNonceSize = 12
+
 // ParseNotification verifies and opens a WeChat Pay notification, in this
 // order: the Wechatpay-* headers are present; the timestamp is within the
 // callback window; the serial names a key this merchant has (the public key
@@ -76,6 +80,11 @@ func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*ord
 	}
 	if envelope.ID == "" || envelope.Resource == nil {
 		return nil, webhooks.Reject(webhooks.RejectMalformed, "notification without id or resource")
+	}
+	// wechatpay-go hands the nonce to AES-GCM as it is, and the standard
+	// library panics on a nonce that is not 12 bytes long.
+	if n := len(envelope.Resource.Nonce); n != payResourceNonceSize {
+		return nil, webhooks.Reject(webhooks.RejectMalformed, "resource nonce of %d bytes, want %d", n, payResourceNonceSize)
 	}
 
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", bytes.NewReader(req.Body))
