@@ -14,19 +14,23 @@ else
 	  $(GO) run ./cmd/minigate serve
 endif
 
-## test: the whole suite with -race against a real Postgres
+## test: the whole suite with -race against a real Postgres, then a brief
+## fuzz of the parsers and decryptors of platform callbacks
+TESTFUZZ ?= ^Fuzz(OpenMessage|Decrypt|DecodeXML|DecryptUserData|PipelineRefusesUnsigned|PayParseNotification|ParseNotification)$$
 test:
 	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
 	  $(GO) vet ./... && \
-	  $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+	  $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./... && \
+	  scripts/fuzz.sh 2000x '$(TESTFUZZ)'
 
 ## build: the minigate binary in bin/
 build:
 	$(GO) build -o bin/minigate ./cmd/minigate
 
 
-## fuzz: every fuzz target for FUZZTIME each (default 30s)
-FUZZTIME ?= 30s
+## fuzz: every fuzz target for FUZZTIME each: a count of inputs (the
+## default) or a duration; see scripts/fuzz.sh
+FUZZTIME ?= 100000x
 fuzz:
 	scripts/fuzz.sh $(FUZZTIME)
 
