@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -367,13 +368,16 @@ func TestMediaRoundTrip(t *testing.T) {
 		t.Fatalf("platform received %+v", got)
 	}
 
-	// The user sends a picture; the inbox has its media id.
+	// The user sends a picture; the inbox has its media id. (Inbound
+	// messages are timed by the platform's CreateTime, in whole seconds, so
+	// the picture may sort before the images sent in the same second.)
 	e.push(t, "wx", "alice", sandbox.PushRequest{Type: "image"})
-	msgs := e.messages(t, "wx", "alice", "?order=desc&limit=1").Data
-	if len(msgs) != 1 || msgs[0].Type != "image" || msgs[0].Direction != "in" || msgs[0].MediaID == "" {
+	msgs := e.messages(t, "wx", "alice", "?order=desc&limit=3").Data
+	i := slices.IndexFunc(msgs, func(m message) bool { return m.Direction == "in" && m.Type == "image" })
+	if i < 0 || msgs[i].MediaID == "" {
 		t.Fatalf("inbox = %+v", msgs)
 	}
-	userMedia := msgs[0].MediaID
+	userMedia := msgs[i].MediaID
 
 	get := func(id string) *testenv.Response {
 		return e.Do("GET", "/v1/apps/"+app+"/media/"+id, nil, testenv.Operator())
