@@ -64,6 +64,17 @@ func Connector(url string) (*pq.Connector, error) {
 	return c, nil
 }
 
+// MaxConns bounds each pool's connections, and so the transactions an
+// instance runs at once (River's workers share the pool). Postgres commits
+// most per second with a few concurrent transactions per core; beyond
+// that they queue for locks and the WAL flush inside the server, where no
+// deadline reaches them. Measured on 2 cores: the database ceiling peaks
+// at 8–16 concurrent transactions, and going from 40 connections to 16
+// raised payment-notification throughput by about a third and halved the
+// message-push ack p99 (docs/benchmarks.md). Requests beyond it wait for a
+// connection, within the callback store timeout.
+const MaxConns = 16
+
 // Open connects to Postgres and checks the connection.
 func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 	c, err := Connector(url)
@@ -71,8 +82,8 @@ func Open(ctx context.Context, url string) (*sqlx.DB, error) {
 		return nil, err
 	}
 	db := sqlx.NewDb(sql.OpenDB(c), "postgres")
-	db.SetMaxOpenConns(40)
-	db.SetMaxIdleConns(20)
+	db.SetMaxOpenConns(MaxConns)
+	db.SetMaxIdleConns(MaxConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
