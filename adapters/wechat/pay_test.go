@@ -665,6 +665,9 @@ func TestPayNotificationChecks(t *testing.T) {
 		{name: "unknown serial", req: edited(func(h http.Header) { h.Set("Wechatpay-Serial", "PUB_KEY_ID_0000") }), reject: webhooks.RejectBadSignature},
 		{name: "other nonce", req: edited(func(h http.Header) { h.Set("Wechatpay-Nonce", "x") }), reject: webhooks.RejectBadSignature},
 		{name: "unsupported event", req: payCraft(t, e, "MARKETING.COUPON", "coupon", []byte(`{}`)), reject: webhooks.RejectUnsupported},
+		// wechatpay-go's decryption panicked on a nonce that GCM cannot use.
+		{name: "signed, resource nonce not 12 bytes", req: paySigned(t, e, []byte(`{"id":"EV-short-nonce","event_type":"TRANSACTION.SUCCESS",`+
+			`"resource":{"algorithm":"AEAD_AES_256_GCM","ciphertext":"AAAA","nonce":"abc","associated_data":"transaction"}}`), "n-short"), reject: webhooks.RejectMalformed},
 		{name: "refund abnormal", req: payCraft(t, e, "REFUND.ABNORMAL", "refund", abnormal), check: func(t *testing.T, n *orders.Notification) {
 			if n.Kind != orders.NotifyRefund || n.Refund.State != orders.RefundFailed || n.Refund.OutRefundNo != "R"+no || n.Refund.Amount != 100 {
 				t.Errorf("notification %+v refund %+v", n, n.Refund)
