@@ -70,8 +70,8 @@ func Connector(url string) (*pq.Connector, error) {
 // that they queue for locks and the WAL flush inside the server, where no
 // deadline reaches them. Measured on 2 cores: the database ceiling peaks
 // at 8–16 concurrent transactions, and going from 40 connections to 16
-// raised payment-notification throughput by about a third and halved the
-// message-push ack p99 (docs/benchmarks.md). Requests beyond it wait for a
+// raised payment-notification throughput by a fifth to a third and halved
+// the message-push ack p99 (docs/benchmarks.md). Requests beyond it wait for a
 // connection, within the callback store timeout.
 const MaxConns = 16
 
