@@ -58,13 +58,9 @@ func (s *Service) PaidBetween(ctx context.Context, app string, from, to time.Tim
 // ByOutTradeNo returns app's orders with the given out_trade_nos, by
 // out_trade_no; numbers without an order are absent.
 func (s *Service) ByOutTradeNo(ctx context.Context, app string, nos []string) (map[string]*Order, error) {
-	var list []Order
-	if err := sqlx.SelectContext(ctx, s.db, &list, OrderListByOutTradeNos, app, pq.Array(nos)); err != nil {
+	out, err := selectByKey(ctx, s.db, OrderListByOutTradeNos, func(o *Order) string { return o.OutTradeNo }, app, pq.Array(nos))
+	if err != nil {
 		return nil, fmt.Errorf("orders: list orders by out_trade_no: %w", err)
-	}
-	out := make(map[string]*Order, len(list))
-	for i := range list {
-		out[list[i].OutTradeNo] = &list[i]
 	}
 	return out, nil
 }
@@ -81,13 +77,22 @@ func (s *Service) RefundsSucceededBetween(ctx context.Context, app string, from,
 // RefundsByOutRefundNo returns app's refunds with the given out_refund_nos,
 // by out_refund_no; numbers without a refund are absent.
 func (s *Service) RefundsByOutRefundNo(ctx context.Context, app string, nos []string) (map[string]*RefundOfOrder, error) {
-	var list []RefundOfOrder
-	if err := sqlx.SelectContext(ctx, s.db, &list, RefundListByOutRefundNos, app, pq.Array(nos)); err != nil {
+	out, err := selectByKey(ctx, s.db, RefundListByOutRefundNos, func(r *RefundOfOrder) string { return r.OutRefundNo }, app, pq.Array(nos))
+	if err != nil {
 		return nil, fmt.Errorf("orders: list refunds by out_refund_no: %w", err)
 	}
-	out := make(map[string]*RefundOfOrder, len(list))
+	return out, nil
+}
+
+// selectByKey runs query and indexes its rows by key.
+func selectByKey[T any](ctx context.Context, q sqlx.QueryerContext, query string, key func(*T) string, args ...any) (map[string]*T, error) {
+	var list []T
+	if err := sqlx.SelectContext(ctx, q, &list, query, args...); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*T, len(list))
 	for i := range list {
-		out[list[i].OutRefundNo] = &list[i]
+		out[key(&list[i])] = &list[i]
 	}
 	return out, nil
 }
