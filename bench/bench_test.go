@@ -438,12 +438,12 @@ func TestNotifyGen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("minigate's adapter refuses a generated notification: %v", err)
 		}
-		tx := n.Transaction
-		if n.Kind != orders.NotifyPayment || tx == nil || tx.OutTradeNo != batch[i].OutTradeNo || tx.Amount != seedAmount ||
+		tx := n.Payload.Transaction
+		if n.Payload.Kind != orders.NotifyPayment || tx == nil || tx.OutTradeNo != batch[i].OutTradeNo || tx.Amount != seedAmount ||
 			tx.State != orders.PaymentPaid || tx.AppID != a.cfg.AppID || tx.MchID != a.cfg.Pay.MchID {
 			t.Fatalf("notification %d: %+v %+v", i, n, tx)
 		}
-		seen[n.ID] = true
+		seen[n.DedupKey] = true
 	}
 	if len(seen) != len(ts) {
 		t.Fatalf("%d distinct notification ids in %d", len(seen), len(ts))

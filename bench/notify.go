@@ -232,20 +232,20 @@ func (c *notifyCeiling) op(ctx context.Context, n int64) error {
 	so := c.orders[n-1]
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	txID := "42000" + now.In(payZone).Format("20060102") + randomDigits(15)
-	notif := &orders.Notification{
-		ID: "EV-" + now.In(payZone).Format("20060102150405") + randomDigits(12), Kind: orders.NotifyPayment,
+	notif := webhooks.Opened[*orders.Notification]{
+		DedupKey:  "EV-" + now.In(payZone).Format("20060102150405") + randomDigits(12),
 		EventType: "TRANSACTION.SUCCESS",
-		Transaction: &orders.Transaction{
+		Payload: &orders.Notification{Kind: orders.NotifyPayment, Transaction: &orders.Transaction{
 			AppID: "wx-bench", MchID: "1900000000", OutTradeNo: so.OutTradeNo, TransactionID: txID,
 			State: orders.PaymentPaid, Amount: seedAmount, Currency: "CNY", PaidAt: now,
-		},
+		}},
 		Summary: map[string]any{
 			"event_type": "TRANSACTION.SUCCESS", "appid": "wx-bench", "mchid": "1900000000", "out_trade_no": so.OutTradeNo,
 			"transaction_id": txID, "trade_state": "SUCCESS", "amount": seedAmount, "currency": "CNY",
 		},
 	}
 	summary, _ := json.Marshal(notif.Summary) // maps of strings and numbers always encode
-	payload, err := json.Marshal(notif)
+	payload, err := json.Marshal(notif.Payload)
 	if err != nil {
 		return err
 	}
@@ -256,7 +256,7 @@ func (c *notifyCeiling) op(ctx context.Context, n int64) error {
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	var cbID int64
 	if err := tx.QueryRowContext(ctx, webhooks.CallbackInsertIfNew, c.app, string(webhooks.KindPayments),
-		notif.ID, notif.EventType, string(summary), string(payload), now).Scan(&cbID); err != nil {
+		notif.DedupKey, notif.EventType, string(summary), string(payload), now).Scan(&cbID); err != nil {
 		return fmt.Errorf("callback: %w", err)
 	}
 	var o orders.Order

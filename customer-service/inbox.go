@@ -57,20 +57,15 @@ const previewRunes = 80
 // parsed fields in the message.received event.
 var knownTypes = map[string]bool{"text": true, "image": true, "miniprogrampage": true}
 
-// Publisher records an event in the caller's transaction (events.Service).
-type Publisher interface {
-	Publish(ctx context.Context, tx *sqlx.Tx, typ string, data any) (events.Event, error)
-}
-
 // Inbox writes inbound messages into conversations.
 type Inbox struct {
-	events Publisher
+	events events.Publisher
 	now    func() time.Time
 }
 
 // NewInbox returns an Inbox publishing message.received through pub. now
 // stamps received_at; nil means time.Now.
-func NewInbox(pub Publisher, now func() time.Time) *Inbox {
+func NewInbox(pub events.Publisher, now func() time.Time) *Inbox {
 	if now == nil {
 		now = time.Now
 	}

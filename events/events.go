@@ -20,7 +20,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverdatabasesql"
 
 	"github.com/minigate/minigate/internal/apperr"
 	"github.com/minigate/minigate/internal/ids"
@@ -81,8 +81,6 @@ var (
 	ErrNotFound = apperr.New(apperr.NotFound, "event_not_found", "no such event")
 	// ErrNotConfigured is returned by Redeliver when no events.url is set.
 	ErrNotConfigured = apperr.New(apperr.Conflict, "events_not_configured", "no events URL is configured; events are recorded but not sent")
-	// errNoQueue means Publish ran before UseRiver (a wiring bug).
-	errNoQueue = errors.New("events: job queue not set (UseRiver)")
 )
 
 // Event is a recorded event with its delivery state.
@@ -139,13 +137,32 @@ type Service struct {
 	client  *http.Client
 	log     *slog.Logger
 	now     func() time.Time
-	river   *river.Client[*sql.Tx]
+	// jobs inserts delivery jobs: an insert-only River client of its own,
+	// so the Service is complete when New returns, whichever River client
+	// (with its workers) runs the jobs.
+	jobs *river.Client[*sql.Tx]
 }
 
-// New returns a Service. Register its worker with AddWorkers and hand it
-// the River client with UseRiver before publishing.
+// Publisher records one of minigate's events and inserts its delivery job
+// in the caller's transaction tx, so that the event exists (and will be
+// sent) exactly when the state change that caused it commits. *Service
+// implements it; domain packages (orders, customerservice) take it as
+// their one way of publishing.
+type Publisher interface {
+	Publish(ctx context.Context, tx *sqlx.Tx, typ string, data any) (Event, error)
+}
+
+var _ Publisher = (*Service)(nil)
+
+// New returns a Service; register its worker with AddWorkers on the River
+// client that runs jobs.
 func New(db *sqlx.DB, opts Options) (*Service, error) {
 	s := &Service{db: db, url: opts.URL, backoff: opts.Backoff, timeout: opts.Timeout, client: opts.Client, log: opts.Logger, now: opts.Now}
+	jobs, err := river.NewClient(riverdatabasesql.New(db.DB), &river.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("events: job inserter: %w", err)
+	}
+	s.jobs = jobs
 	if s.backoff == (Backoff{}) {
 		s.backoff = DefaultBackoff
 	}
@@ -184,10 +201,6 @@ func (s *Service) AddWorkers(w *river.Workers) int {
 	return 1
 }
 
-// UseRiver hands the Service the River client it inserts delivery jobs
-// with. Call it once, before serving.
-func (s *Service) UseRiver(rc *river.Client[*sql.Tx]) { s.river = rc }
-
 // Publish records an event of type typ with data (encoded as JSON) and,
 // when an events URL is configured, inserts its delivery job, both in the
 // caller's transaction tx: the event exists, and will be sent, exactly
@@ -216,10 +229,7 @@ func (s *Service) Publish(ctx context.Context, tx *sqlx.Tx, typ string, data any
 }
 
 func (s *Service) enqueue(ctx context.Context, tx *sqlx.Tx, id string) error {
-	if s.river == nil {
-		return errNoQueue
-	}
-	if _, err := s.river.InsertTx(ctx, tx.Tx, DeliverArgs{EventID: id}, &river.InsertOpts{MaxAttempts: s.backoff.MaxAttempts}); err != nil {
+	if _, err := s.jobs.InsertTx(ctx, tx.Tx, DeliverArgs{EventID: id}, &river.InsertOpts{MaxAttempts: s.backoff.MaxAttempts}); err != nil {
 		return fmt.Errorf("insert delivery job: %w", err)
 	}
 	return nil

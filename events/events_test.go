@@ -251,7 +251,6 @@ func setup(t *testing.T, url string, backoff events.Backoff) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc.UseRiver(rc)
 	if err := rc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -91,14 +91,14 @@ func (s *Service) flag(ctx context.Context, tx *sqlx.Tx, o *Order, src Source, r
 }
 
 func (s *Service) publishOrder(ctx context.Context, tx *sqlx.Tx, eventType string, o *Order) error {
-	if err := s.publish(ctx, tx, eventType, orderEventData(o)); err != nil {
+	if _, err := s.events.Publish(ctx, tx, eventType, orderEventData(o)); err != nil {
 		return fmt.Errorf("orders: publish %s: %w", eventType, err)
 	}
 	return nil
 }
 
 func (s *Service) publishRefund(ctx context.Context, tx *sqlx.Tx, eventType string, o *Order, r *StoredRefund) error {
-	if err := s.publish(ctx, tx, eventType, refundEventData(o, r)); err != nil {
+	if _, err := s.events.Publish(ctx, tx, eventType, refundEventData(o, r)); err != nil {
 		return fmt.Errorf("orders: publish %s: %w", eventType, err)
 	}
 	return nil
@@ -325,26 +325,30 @@ func (s *Service) applyRefund(ctx context.Context, tx *sqlx.Tx, a *App, r *Refun
 	return nil
 }
 
-// applyNotification is the payment pipeline's Apply step: it runs in the
-// transaction that stores the notification, so the state move, its
-// timeline row, its event and the stored callback commit together.
-func (s *Service) applyNotification(a *App) func(ctx context.Context, tx *sqlx.Tx, cb webhooks.Callback, n *Notification) error {
-	return func(ctx context.Context, tx *sqlx.Tx, cb webhooks.Callback, n *Notification) error {
-		detail := map[string]any{"callback_id": cb.ID, "event_type": n.EventType}
-		switch {
-		case n.Kind == NotifyPayment && n.Transaction != nil:
-			o, err := getOrder(ctx, tx, OrderGetByOutTradeNoForUpdate, a.ID, n.Transaction.OutTradeNo)
-			if errors.Is(err, ErrNotFound) {
-				return webhooks.Reject(RejectUnknownOrder, "no order with this out_trade_no")
-			}
-			if err != nil {
-				return err
-			}
-			_, err = s.applyTransaction(ctx, tx, a, o, n.Transaction, SourceNotify, detail)
-			return err
-		case n.Kind == NotifyRefund && n.Refund != nil:
-			return s.applyRefund(ctx, tx, a, n.Refund, SourceNotify, n.EventType, detail)
-		}
-		return webhooks.Reject(webhooks.RejectUnsupported, "notification of kind %q without its payload", n.Kind)
+// ReceivePayment implements webhooks.PaymentSink: it applies a verified
+// payment or refund notification inside the transaction that stores it, so
+// the state move, its timeline row, its event and the stored callback
+// commit together. A genuine notification for an order this app never
+// created is refused (RejectUnknownOrder).
+func (s *Service) ReceivePayment(ctx context.Context, tx *sqlx.Tx, cb webhooks.Callback, n *Notification) error {
+	a, ok := s.apps[cb.App]
+	if !ok || a.Payments == nil {
+		return fmt.Errorf("orders: payment notification for app %q, which has no payment channel", cb.App)
 	}
+	detail := map[string]any{"callback_id": cb.ID, "event_type": cb.EventType}
+	switch {
+	case n.Kind == NotifyPayment && n.Transaction != nil:
+		o, err := getOrder(ctx, tx, OrderGetByOutTradeNoForUpdate, a.ID, n.Transaction.OutTradeNo)
+		if errors.Is(err, ErrNotFound) {
+			return webhooks.Reject(RejectUnknownOrder, "no order with this out_trade_no")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = s.applyTransaction(ctx, tx, a, o, n.Transaction, SourceNotify, detail)
+		return err
+	case n.Kind == NotifyRefund && n.Refund != nil:
+		return s.applyRefund(ctx, tx, a, n.Refund, SourceNotify, cb.EventType, detail)
+	}
+	return webhooks.Reject(webhooks.RejectUnsupported, "notification of kind %q without its payload", n.Kind)
 }

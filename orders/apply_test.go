@@ -45,12 +45,9 @@ func setup(t *testing.T) *fixture {
 	}
 	a := App{ID: "shop", Platform: "wechat", AppID: "wx0123456789abcdef", MchID: "1900000001"}
 	svc, err := New(pool, Options{
-		Apps:  []App{a},
-		Users: noUsers{},
-		Publish: func(ctx context.Context, tx *sqlx.Tx, typ string, data any) error {
-			_, err := evs.Publish(ctx, tx, typ, data)
-			return err
-		},
+		Apps:   []App{a},
+		Users:  noUsers{},
+		Events: evs,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

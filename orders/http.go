@@ -1,7 +1,6 @@
 package orders
 
 import (
-	"context"
 	"encoding/json"
 	"regexp"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"github.com/minigate/minigate/internal/apperr"
 	"github.com/minigate/minigate/internal/auth"
 	"github.com/minigate/minigate/internal/httpx"
-	"github.com/minigate/minigate/webhooks"
 )
 
 // HeaderIdempotencyKey is the request header that makes order and refund
@@ -22,7 +20,8 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 // headerReplayed marks a response that repeats an earlier request's result.
 const headerReplayed = "Idempotent-Replayed"
 
-// Mount registers the order routes and the payment notification callback.
+// Mount registers the order routes. Payment notifications reach orders
+// through the callback pipeline (webhooks.Payments → ReceivePayment).
 func (s *Service) Mount(r fiber.Router, au *auth.Authenticator) {
 	r.Post("/v1/apps/:app/orders", au.Operator(), s.handleCreate)
 	r.Get("/v1/orders", au.Operator(), s.handleList)
@@ -31,41 +30,6 @@ func (s *Service) Mount(r fiber.Router, au *auth.Authenticator) {
 	r.Post("/v1/orders/:id/sync", au.Operator(), s.handleSync)
 	r.Post("/v1/orders/:id/close", au.Operator(), s.handleClose)
 	r.Post("/v1/orders/:id/refunds", au.Operator(), s.handleRefund)
-	if s.pipeline != nil {
-		specs := make(map[string]webhooks.Spec[*Notification], len(s.apps))
-		for id, a := range s.apps {
-			if a.Payments != nil {
-				specs[id] = s.notificationSpec(a)
-			}
-		}
-		r.Post("/callbacks/:app/payments", func(c *fiber.Ctx) error {
-			spec, ok := specs[c.Params("app")]
-			if !ok {
-				return errAppNotFound
-			}
-			return webhooks.Handle(s.pipeline, c, spec)
-		})
-	}
-}
-
-// notificationSpec is app a's payment channel in the callback pipeline:
-// the adapter verifies and parses, the pipeline stores and de-duplicates,
-// applyNotification moves the order in the same transaction.
-func (s *Service) notificationSpec(a *App) webhooks.Spec[*Notification] {
-	return webhooks.Spec[*Notification]{
-		App:  a.ID,
-		Kind: webhooks.KindPayments,
-		Open: func(ctx context.Context, req webhooks.Request) (webhooks.Opened[*Notification], error) {
-			n, err := a.Payments.ParseNotification(ctx, req)
-			if err != nil {
-				return webhooks.Opened[*Notification]{}, err
-			}
-			return webhooks.Opened[*Notification]{DedupKey: n.ID, EventType: n.EventType, Summary: n.Summary, Payload: n}, nil
-		},
-		Apply: s.applyNotification(a),
-		Ack:   a.Payments.NotifyAck(),
-		Nack:  a.Payments.NotifyNack,
-	}
 }
 
 // createBody is the wire form of CreateRequest; numbers are kept raw so

@@ -111,23 +111,25 @@ const (
 	NotifyRefund  NotificationKind = "refund"
 )
 
-// Notification is a verified, decrypted payment or refund notification.
+// Notification is a verified, decrypted payment or refund notification:
+// the payload of the payment channel's webhooks.Opened. The adapter that
+// parses it also gives the pipeline its identity there (DedupKey: WeChat
+// Pay's notification id, Alipay's notify_id, QQ wallet's transaction_id +
+// state; EventType: the platform's own name, such as TRANSACTION.SUCCESS or
+// trade_status_sync/TRADE_SUCCESS, which reaches the timeline as the
+// stored callback's event type).
 type Notification struct {
-	// ID de-duplicates retries: WeChat Pay's notification id, Alipay's
-	// notify_id, QQ wallet's transaction_id + state.
-	ID   string
-	Kind NotificationKind
-	// EventType is the platform's own name (TRANSACTION.SUCCESS,
-	// trade_status_sync/TRADE_SUCCESS, …), for the timeline.
-	EventType   string
+	Kind        NotificationKind
 	Transaction *Transaction // set for NotifyPayment
 	Refund      *Refund      // set for NotifyRefund
-	// Summary is a short, personal-data-free description for logs and
-	// the stored callback.
-	Summary map[string]any
 }
 
-// Payments is what orders needs from a payment platform. Failures are
+// PaymentNotifications is what an adapter's pay client offers the callback
+// pipeline (webhooks.Payments): payment and refund notifications opened
+// into Notifications. Orders receives them through ReceivePayment.
+type PaymentNotifications = webhooks.PaymentVerifier[*Notification]
+
+// Payments is what orders asks a payment platform. Failures are
 // *adapters.PlatformError (Reason not_found when the platform does not know
 // the order or refund; conflict for a state conflict such as paying a
 // closed order); features a platform lacks are *adapters.UnsupportedError.
@@ -144,12 +146,4 @@ type Payments interface {
 	Refund(ctx context.Context, req RefundRequest) (Refund, error)
 	// QueryRefund returns a refund's state.
 	QueryRefund(ctx context.Context, outTradeNo, outRefundNo string) (Refund, error)
-	// ParseNotification verifies (signature, timestamp), decrypts and
-	// parses a payment-channel notification. Untrustworthy input is a
-	// *webhooks.VerifyError.
-	ParseNotification(ctx context.Context, req webhooks.Request) (*Notification, error)
-	// NotifyAck is the platform's "received" reply; NotifyNack asks the
-	// platform to retry.
-	NotifyAck() webhooks.Reply
-	NotifyNack(message string) webhooks.Reply
 }

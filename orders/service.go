@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/minigate/minigate/adapters"
+	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/apperr"
 	"github.com/minigate/minigate/internal/db"
 	"github.com/minigate/minigate/webhooks"
@@ -49,11 +50,6 @@ type Users interface {
 	IdentityByOpenID(ctx context.Context, app, openID string) (id Identity, ok bool, err error)
 }
 
-// Publisher records one of minigate's events and inserts its delivery job
-// in tx, so that the event exists exactly when the state move that caused
-// it commits (events.Publish).
-type Publisher func(ctx context.Context, tx *sqlx.Tx, eventType string, data any) error
-
 // Defaults and limits.
 const (
 	// DefaultExpiresIn is how long an order stays payable when the request
@@ -89,10 +85,9 @@ type Options struct {
 	Apps []App
 	// Users resolves user_id payers and session owners.
 	Users Users
-	// Publish records events in the state move's transaction.
-	Publish Publisher
-	// Pipeline receives payment notifications.
-	Pipeline *webhooks.Pipeline
+	// Events records order.* and refund.* events in the state move's
+	// transaction.
+	Events events.Publisher
 	// CallTimeout bounds one platform call (config limits.upstream_timeout).
 	CallTimeout time.Duration
 	// CheckSchedule overrides DefaultCheckSchedule.
@@ -110,8 +105,7 @@ type Service struct {
 	db       *sqlx.DB
 	apps     map[string]*App
 	users    Users
-	publish  Publisher
-	pipeline *webhooks.Pipeline
+	events   events.Publisher
 	timeout  time.Duration
 	schedule []int64 // seconds
 	batch    int
@@ -121,12 +115,12 @@ type Service struct {
 
 // New returns a Service storing into pool.
 func New(pool *sqlx.DB, opts Options) (*Service, error) {
-	if pool == nil || opts.Users == nil || opts.Publish == nil {
-		return nil, errors.New("orders: New needs a pool, Users and Publish")
+	if pool == nil || opts.Users == nil || opts.Events == nil {
+		return nil, errors.New("orders: New needs a pool, Users and Events")
 	}
 	s := &Service{
 		db: pool, apps: make(map[string]*App, len(opts.Apps)), users: opts.Users,
-		publish: opts.Publish, pipeline: opts.Pipeline,
+		events:  opts.Events,
 		timeout: opts.CallTimeout, batch: opts.SweepBatch, now: opts.Now, log: opts.Logger,
 	}
 	for i := range opts.Apps {

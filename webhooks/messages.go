@@ -36,14 +36,45 @@ var ErrUnknownApp = apperr.New(apperr.NotFound, "unknown_app", "no such app, or 
 type Messages struct {
 	pipeline  *Pipeline
 	verifiers map[string]MessageVerifier
-	sink      MessageSink
+	specs     map[string]Spec[*Message]
 }
 
 // NewMessages returns the message-callback handlers. verifiers maps
 // minigate app ids to their platform's verifier; sink stores what is
-// accepted.
+// accepted. Each app's channel is assembled here, once: a push then goes
+// through the adapter (open), the pipeline (store) and the sink (apply),
+// in that order, and is answered with the adapter's reply.
 func NewMessages(p *Pipeline, verifiers map[string]MessageVerifier, sink MessageSink) *Messages {
-	return &Messages{pipeline: p, verifiers: verifiers, sink: sink}
+	m := &Messages{pipeline: p, verifiers: map[string]MessageVerifier{}, specs: map[string]Spec[*Message]{}}
+	for app, v := range verifiers {
+		if v == nil {
+			continue
+		}
+		m.verifiers[app] = v
+		m.specs[app] = Spec[*Message]{
+			App:   app,
+			Kind:  KindMessages,
+			Open:  openMessage(v),
+			Apply: sink.ReceiveMessage,
+			Ack:   v.Ack(),
+		}
+	}
+	return m
+}
+
+// openMessage is a message channel's Open step: the adapter verifies,
+// decrypts and parses; the pipeline identifies the push (OpenedMessage).
+func openMessage(v MessageVerifier) func(context.Context, Request) (Opened[*Message], error) {
+	return func(_ context.Context, req Request) (Opened[*Message], error) {
+		msg, err := v.OpenMessage(req)
+		if err != nil {
+			return Opened[*Message]{}, err
+		}
+		if msg == nil {
+			return Opened[*Message]{}, errors.New("webhooks: verifier returned no message")
+		}
+		return OpenedMessage(msg), nil
+	}
 }
 
 // Mount registers GET and POST /callbacks/:app/messages on r.
@@ -55,7 +86,7 @@ func (m *Messages) Mount(r fiber.Router) {
 func (m *Messages) verifier(c *fiber.Ctx) (string, MessageVerifier, error) {
 	app := c.Params("app")
 	v, ok := m.verifiers[app]
-	if !ok || v == nil {
+	if !ok {
 		return "", nil, ErrUnknownApp
 	}
 	return app, v, nil
@@ -83,26 +114,11 @@ func (m *Messages) verifyURL(c *fiber.Ctx) error {
 }
 
 func (m *Messages) receive(c *fiber.Ctx) error {
-	app, v, err := m.verifier(c)
-	if err != nil {
-		return err
+	spec, ok := m.specs[c.Params("app")]
+	if !ok {
+		return ErrUnknownApp
 	}
-	return Handle(m.pipeline, c, Spec[*Message]{
-		App:  app,
-		Kind: KindMessages,
-		Open: func(_ context.Context, req Request) (Opened[*Message], error) {
-			msg, err := v.OpenMessage(req)
-			if err != nil {
-				return Opened[*Message]{}, err
-			}
-			if msg == nil {
-				return Opened[*Message]{}, errors.New("webhooks: verifier returned no message")
-			}
-			return OpenedMessage(msg), nil
-		},
-		Apply: m.sink.ReceiveMessage,
-		Ack:   v.Ack(),
-	})
+	return Handle(m.pipeline, c, spec)
 }
 
 // OpenedMessage identifies a verified message push for the pipeline: its

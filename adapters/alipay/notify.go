@@ -121,44 +121,45 @@ func (f formVerifier) verify(ctx context.Context, vs url.Values, alsoWithSignTyp
 // Otherwise it is a payment: TRADE_SUCCESS and TRADE_FINISHED paid,
 // WAIT_BUYER_PAY pending, TRADE_CLOSED closed.
 //
-// The ID is notify_id|trade_status (|out_biz_no for refunds): Alipay keeps
+// The de-duplication key is notify_id|trade_status (|out_biz_no for refunds): Alipay keeps
 // notify_id across retries of one notification, and a later notification
 // about the same trade (TRADE_FINISHED after TRADE_SUCCESS, each refund)
 // stays distinct even if Alipay reused its notify_id.
-func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*orders.Notification, error) {
+func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (webhooks.Opened[*orders.Notification], error) {
+	var none webhooks.Opened[*orders.Notification]
 	vs, err := readForm(req)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if err := p.verifier.verify(ctx, vs, false); err != nil {
-		return nil, err
+		return none, err
 	}
 	switch {
 	case vs.Get("app_id") != p.appID:
-		return nil, webhooks.Reject(webhooks.RejectForeignApp, "app_id %q", vs.Get("app_id"))
+		return none, webhooks.Reject(webhooks.RejectForeignApp, "app_id %q", vs.Get("app_id"))
 	case p.sellerID != "" && vs.Get("seller_id") != p.sellerID:
-		return nil, webhooks.Reject(webhooks.RejectForeignMerchant, "seller_id %q", vs.Get("seller_id"))
+		return none, webhooks.Reject(webhooks.RejectForeignMerchant, "seller_id %q", vs.Get("seller_id"))
 	case vs.Get("notify_type") != "" && vs.Get("notify_type") != notifyTypeTrade:
-		return nil, webhooks.Reject(webhooks.RejectUnsupported, "notify_type %q", vs.Get("notify_type"))
+		return none, webhooks.Reject(webhooks.RejectUnsupported, "notify_type %q", vs.Get("notify_type"))
 	}
 	for _, k := range []string{"notify_id", "trade_status", "out_trade_no", "trade_no", "total_amount"} {
 		if vs.Get(k) == "" {
-			return nil, webhooks.Reject(webhooks.RejectMalformed, "missing %s", k)
+			return none, webhooks.Reject(webhooks.RejectMalformed, "missing %s", k)
 		}
 	}
 	total, err := money.ParseYuan(vs.Get("total_amount"))
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "total_amount: %v", err)
+		return none, webhooks.Reject(webhooks.RejectMalformed, "total_amount: %v", err)
 	}
 	var refundFee int64
 	if rf := vs.Get("refund_fee"); rf != "" {
 		if refundFee, err = money.ParseYuan(rf); err != nil {
-			return nil, webhooks.Reject(webhooks.RejectMalformed, "refund_fee: %v", err)
+			return none, webhooks.Reject(webhooks.RejectMalformed, "refund_fee: %v", err)
 		}
 	}
 	status := vs.Get("trade_status")
-	n := &orders.Notification{
-		ID:        vs.Get("notify_id") + "|" + status,
+	n := webhooks.Opened[*orders.Notification]{
+		DedupKey:  vs.Get("notify_id") + "|" + status,
 		EventType: notifyTypeTrade + "/" + status,
 		Summary: map[string]any{
 			"notify_type": notifyTypeTrade, "trade_status": status, "app_id": vs.Get("app_id"),
@@ -169,18 +170,18 @@ func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*ord
 	if vs.Get("gmt_refund") != "" || vs.Get("out_biz_no") != "" || refundFee > 0 {
 		ref, err := refundFromForm(vs, total)
 		if err != nil {
-			return nil, err
+			return none, err
 		}
-		n.Kind, n.Refund = orders.NotifyRefund, ref
-		n.ID += "|" + ref.OutRefundNo
+		n.Payload = &orders.Notification{Kind: orders.NotifyRefund, Refund: ref}
+		n.DedupKey += "|" + ref.OutRefundNo
 		n.Summary["refund_fee"], n.Summary["out_biz_no"] = refundFee, ref.OutRefundNo
 		return n, nil
 	}
 	tx, err := transactionFromForm(vs, total)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
-	n.Kind, n.Transaction = orders.NotifyPayment, tx
+	n.Payload = &orders.Notification{Kind: orders.NotifyPayment, Transaction: tx}
 	return n, nil
 }
 

@@ -89,12 +89,12 @@ func TestParseNotificationPublishedVector(t *testing.T) {
 		TransactionID: "2019081522001468450512505578", State: orders.PaymentPaid, Amount: 10, Currency: "CNY",
 		PayerID: "2088102534368455", PaidAt: time.Date(2019, 8, 15, 7, 56, 24, 0, time.UTC),
 	}
-	got := *n.Transaction
+	got := *n.Payload.Transaction
 	if !got.PaidAt.Equal(want.PaidAt) {
 		t.Fatalf("paid at %v, want %v", got.PaidAt, want.PaidAt)
 	}
 	got.PaidAt = want.PaidAt
-	if got != want || n.Kind != orders.NotifyPayment || n.ID != "2019081500222155624068450559358070|TRADE_SUCCESS" {
+	if got != want || n.Payload.Kind != orders.NotifyPayment || n.DedupKey != "2019081500222155624068450559358070|TRADE_SUCCESS" {
 		t.Fatalf("parsed %+v %+v", n, got)
 	}
 
@@ -222,14 +222,14 @@ func TestParseNotificationShapes(t *testing.T) {
 			t.Errorf("%s: %v", c.name, err)
 			continue
 		}
-		if n.Kind != c.kind || (c.id != "" && n.ID != c.id) {
-			t.Errorf("%s: kind %s id %s", c.name, n.Kind, n.ID)
+		if n.Payload.Kind != c.kind || (c.id != "" && n.DedupKey != c.id) {
+			t.Errorf("%s: kind %s id %s", c.name, n.Payload.Kind, n.DedupKey)
 		}
-		if c.kind == orders.NotifyPayment && n.Transaction.State != c.state {
-			t.Errorf("%s: state %s, want %s", c.name, n.Transaction.State, c.state)
+		if c.kind == orders.NotifyPayment && n.Payload.Transaction.State != c.state {
+			t.Errorf("%s: state %s, want %s", c.name, n.Payload.Transaction.State, c.state)
 		}
-		if c.kind == orders.NotifyRefund && (n.Refund.Total != 1234 || n.Refund.State != orders.RefundSucceeded) {
-			t.Errorf("%s: refund %+v", c.name, n.Refund)
+		if c.kind == orders.NotifyRefund && (n.Payload.Refund.Total != 1234 || n.Payload.Refund.State != orders.RefundSucceeded) {
+			t.Errorf("%s: refund %+v", c.name, n.Payload.Refund)
 		}
 	}
 
@@ -280,7 +280,7 @@ func FuzzParseNotification(f *testing.F) {
 			return
 		}
 		v, perr := url.ParseQuery(string(body))
-		if perr != nil || n == nil || verifyForm(&alipayKey.PublicKey, v, "sign", "sign_type") != nil {
+		if perr != nil || n.Payload == nil || verifyForm(&alipayKey.PublicKey, v, "sign", "sign_type") != nil {
 			t.Fatalf("accepted a body without a valid signature: %q", body)
 		}
 	})

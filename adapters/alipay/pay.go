@@ -43,7 +43,10 @@ type Pay struct {
 	sellerID string
 }
 
-var _ orders.Payments = (*Pay)(nil)
+var (
+	_ orders.Payments             = (*Pay)(nil)
+	_ orders.PaymentNotifications = (*Pay)(nil)
+)
 
 // NewPay returns app's Alipay payment channel. pay.seller_id, when
 // configured, must be the seller_id of every notification.

@@ -9,6 +9,7 @@ import (
 	"github.com/minigate/minigate/adapters"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sandbox"
+	"github.com/minigate/minigate/webhooks"
 )
 
 func TestPaymentsEndToEnd(t *testing.T) {
@@ -48,14 +49,14 @@ func TestPaymentsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse payment notification: %v", err)
 	}
-	ptx := n.Transaction
-	if n.Kind != orders.NotifyPayment || ptx == nil || ptx.State != orders.PaymentPaid || ptx.Amount != 1000 ||
+	ptx := n.Payload.Transaction
+	if n.Payload.Kind != orders.NotifyPayment || ptx == nil || ptx.State != orders.PaymentPaid || ptx.Amount != 1000 ||
 		ptx.OutTradeNo != no || ptx.TransactionID != pre.PrepayID || ptx.AppID != e.cfg.AppID || ptx.MchID != e.cfg.Pay.SellerID ||
 		ptx.PayerID != u.AlipayUserID || ptx.Currency != "CNY" || time.Since(ptx.PaidAt) > time.Minute {
 		t.Fatalf("payment notification: %+v %+v", n, ptx)
 	}
-	if n.ID == "" || n.EventType != "trade_status_sync/TRADE_SUCCESS" {
-		t.Fatalf("notification id %q type %q", n.ID, n.EventType)
+	if n.DedupKey == "" || n.EventType != "trade_status_sync/TRADE_SUCCESS" {
+		t.Fatalf("notification id %q type %q", n.DedupKey, n.EventType)
 	}
 	for k := range n.Summary {
 		if k == "buyer_id" || k == "buyer_open_id" || k == "sign" {
@@ -77,11 +78,11 @@ func TestPaymentsEndToEnd(t *testing.T) {
 		t.Fatalf("refund: %+v, %v", ref, err)
 	}
 	rn, err := e.pay.ParseNotification(ctx, e.rcv.next(t))
-	if err != nil || rn.Kind != orders.NotifyRefund || rn.Refund == nil || rn.Refund.OutRefundNo != "rf_1" ||
-		rn.Refund.State != orders.RefundSucceeded || rn.Refund.Total != 1000 || rn.Refund.Amount != 0 || rn.Refund.SucceededAt.IsZero() {
-		t.Fatalf("refund notification: %+v %+v, %v", rn, rn.Refund, err)
+	if err != nil || rn.Payload.Kind != orders.NotifyRefund || rn.Payload.Refund == nil || rn.Payload.Refund.OutRefundNo != "rf_1" ||
+		rn.Payload.Refund.State != orders.RefundSucceeded || rn.Payload.Refund.Total != 1000 || rn.Payload.Refund.Amount != 0 || rn.Payload.Refund.SucceededAt.IsZero() {
+		t.Fatalf("refund notification: %+v %+v, %v", rn, rn.Payload.Refund, err)
 	}
-	if rn.ID == n.ID {
+	if rn.DedupKey == n.DedupKey {
 		t.Fatal("the refund notification has the payment's id")
 	}
 	// The same refund again: fund_change N, confirmed by the refund query.
@@ -103,7 +104,7 @@ func TestPaymentsEndToEnd(t *testing.T) {
 		t.Fatalf("refund the rest: %+v, %v", ref, err)
 	}
 	full, err := e.pay.ParseNotification(ctx, e.rcv.next(t))
-	if err != nil || full.Kind != orders.NotifyRefund || full.Refund.OutRefundNo != "rf_2" || full.EventType != "trade_status_sync/TRADE_CLOSED" {
+	if err != nil || full.Payload.Kind != orders.NotifyRefund || full.Payload.Refund.OutRefundNo != "rf_2" || full.EventType != "trade_status_sync/TRADE_CLOSED" {
 		t.Fatalf("full refund notification: %+v, %v", full, err)
 	}
 	if tx, err := e.pay.Query(ctx, no); err != nil || tx.State != orders.PaymentRefunded || tx.Amount != 1000 {
@@ -187,7 +188,7 @@ func TestPrepayPayerAndPassback(t *testing.T) {
 		}
 		req := e.rcv.next(t)
 		n, err := e.pay.ParseNotification(ctx, req)
-		if err != nil || n.Transaction.PayerID != c.wantPayer {
+		if err != nil || n.Payload.Transaction.PayerID != c.wantPayer {
 			t.Fatalf("%s: payer %+v, %v", c.name, n, err)
 		}
 		form, _ := url.ParseQuery(string(req.Body))
@@ -230,15 +231,15 @@ func TestNotificationFaults(t *testing.T) {
 		name   string
 		faults sandbox.Faults
 		reject string // expected VerifyError reason; "any" any reason; "" accepted
-		check  func(t *testing.T, n *orders.Notification)
+		check  func(t *testing.T, n webhooks.Opened[*orders.Notification])
 	}{
 		{"bad signature", sandbox.Faults{BadSignature: true}, "bad_signature", nil},
 		{"foreign app", sandbox.Faults{ForeignAppID: true}, "foreign_app", nil},
 		{"foreign merchant", sandbox.Faults{ForeignMerchant: true}, "foreign_merchant", nil},
 		{"truncated", sandbox.Faults{Truncate: true}, "any", nil},
-		{"wrong amount, validly signed", sandbox.Faults{Amount: &amount}, "", func(t *testing.T, n *orders.Notification) {
-			if n.Transaction.Amount != 1 {
-				t.Fatalf("amount %d", n.Transaction.Amount)
+		{"wrong amount, validly signed", sandbox.Faults{Amount: &amount}, "", func(t *testing.T, n webhooks.Opened[*orders.Notification]) {
+			if n.Payload.Transaction.Amount != 1 {
+				t.Fatalf("amount %d", n.Payload.Transaction.Amount)
 			}
 		}},
 		// Alipay retries for ~25 hours: trade notifications have no freshness window.
@@ -276,7 +277,7 @@ func TestNotificationFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids[n.ID] = true
+		ids[n.DedupKey] = true
 	}
 	if len(ids) != 1 {
 		t.Fatalf("duplicates parsed to ids %v", ids)

@@ -52,7 +52,7 @@ func FuzzParseNotification(f *testing.F) {
 		if referenceSign(fields, testAPIKey) != strings.ToUpper(fields["sign"]) {
 			t.Fatalf("accepted a body not signed with the key: %q", body)
 		}
-		if n.Transaction == nil || n.Transaction.MchID != testMchID || n.ID == "" {
+		if n.Payload == nil || n.Payload.Transaction == nil || n.Payload.Transaction.MchID != testMchID || n.DedupKey == "" {
 			t.Fatalf("accepted notification %+v", n)
 		}
 	})

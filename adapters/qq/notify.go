@@ -17,45 +17,45 @@ const maxNotificationBytes = 64 << 10
 // an XML POST signed like every QQ wallet message. The sign is checked, in
 // constant time, before anything else is read; then the merchant and app,
 // then the fields. Untrustworthy input is a *webhooks.VerifyError. The
-// notification's ID, transaction_id + ":" + trade_state, is the same on
-// every retry.
-func (p *Pay) ParseNotification(_ context.Context, req webhooks.Request) (*orders.Notification, error) {
+// notification's de-duplication key, transaction_id + ":" + trade_state,
+// is the same on every retry.
+func (p *Pay) ParseNotification(_ context.Context, req webhooks.Request) (webhooks.Opened[*orders.Notification], error) {
+	var none webhooks.Opened[*orders.Notification]
 	if len(req.Body) == 0 {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "empty body")
+		return none, webhooks.Reject(webhooks.RejectMalformed, "empty body")
 	}
 	if len(req.Body) > maxNotificationBytes {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "body of %d bytes", len(req.Body))
+		return none, webhooks.Reject(webhooks.RejectMalformed, "body of %d bytes", len(req.Body))
 	}
 	f, err := decodeXML(req.Body)
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "%v", err)
+		return none, webhooks.Reject(webhooks.RejectMalformed, "%v", err)
 	}
 	switch {
 	case f["sign"] == "":
-		return nil, webhooks.Reject(webhooks.RejectMissingSignature, "no sign field")
+		return none, webhooks.Reject(webhooks.RejectMissingSignature, "no sign field")
 	case f["sign_type"] != "" && f["sign_type"] != "MD5":
-		return nil, webhooks.Reject(webhooks.RejectUnsupported, "sign_type %q", f["sign_type"])
+		return none, webhooks.Reject(webhooks.RejectUnsupported, "sign_type %q", f["sign_type"])
 	case !signValid(f, p.apiKey):
-		return nil, webhooks.Reject(webhooks.RejectBadSignature, "sign does not match the API key")
+		return none, webhooks.Reject(webhooks.RejectBadSignature, "sign does not match the API key")
 	case f["mch_id"] != p.mchID:
-		return nil, webhooks.Reject(webhooks.RejectForeignMerchant, "mch_id %q", f["mch_id"])
+		return none, webhooks.Reject(webhooks.RejectForeignMerchant, "mch_id %q", f["mch_id"])
 	case f["appid"] != "" && f["appid"] != p.appID:
-		return nil, webhooks.Reject(webhooks.RejectForeignApp, "appid %q", f["appid"])
+		return none, webhooks.Reject(webhooks.RejectForeignApp, "appid %q", f["appid"])
 	}
 	for _, k := range []string{"out_trade_no", "transaction_id", "trade_state", "total_fee"} {
 		if f[k] == "" {
-			return nil, webhooks.Reject(webhooks.RejectMalformed, "missing %s", k)
+			return none, webhooks.Reject(webhooks.RejectMalformed, "missing %s", k)
 		}
 	}
 	tx, err := p.transaction(f)
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "%v", err)
+		return none, webhooks.Reject(webhooks.RejectMalformed, "%v", err)
 	}
-	return &orders.Notification{
-		ID:          f["transaction_id"] + ":" + f["trade_state"],
-		Kind:        orders.NotifyPayment,
-		EventType:   "qpay_notify/" + f["trade_state"],
-		Transaction: &tx,
+	return webhooks.Opened[*orders.Notification]{
+		DedupKey:  f["transaction_id"] + ":" + f["trade_state"],
+		EventType: "qpay_notify/" + f["trade_state"],
+		Payload:   &orders.Notification{Kind: orders.NotifyPayment, Transaction: &tx},
 		Summary: map[string]any{
 			"appid":          f["appid"],
 			"mch_id":         f["mch_id"],

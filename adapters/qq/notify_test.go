@@ -60,7 +60,7 @@ func signedBody(f map[string]string, key string) []byte {
 	return encodeXML(f)
 }
 
-func parse(t testing.TB, p *Pay, body []byte) (*orders.Notification, error) {
+func parse(t testing.TB, p *Pay, body []byte) (webhooks.Opened[*orders.Notification], error) {
 	t.Helper()
 	return p.ParseNotification(context.Background(), webhooks.Request{Method: http.MethodPost, Body: body})
 }
@@ -77,7 +77,7 @@ func TestParseNotification(t *testing.T) {
 		TransactionID: "1900000109201607211903715555", State: orders.PaymentPaid, Amount: 888, Currency: "CNY",
 		PayerID: "0A1B2C3D4E5F", PaidAt: time.Date(2016, 7, 21, 11, 4, 12, 0, time.UTC),
 	}
-	got := *n.Transaction
+	got := *n.Payload.Transaction
 	if !got.PaidAt.Equal(want.PaidAt) {
 		t.Fatalf("paid at %v, want %v (Beijing time)", got.PaidAt, want.PaidAt)
 	}
@@ -85,7 +85,7 @@ func TestParseNotification(t *testing.T) {
 	if got != want {
 		t.Fatalf("transaction = %+v, want %+v", got, want)
 	}
-	if n.ID != "1900000109201607211903715555:SUCCESS" || n.Kind != orders.NotifyPayment {
+	if n.DedupKey != "1900000109201607211903715555:SUCCESS" || n.Payload.Kind != orders.NotifyPayment {
 		t.Fatalf("notification = %+v", n)
 	}
 }
@@ -153,8 +153,8 @@ func TestParseNotificationWithoutAppID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Transaction.AppID != testAppID {
-		t.Fatalf("app id %q", n.Transaction.AppID)
+	if n.Payload.Transaction.AppID != testAppID {
+		t.Fatalf("app id %q", n.Payload.Transaction.AppID)
 	}
 }
 

@@ -71,7 +71,10 @@ type Pay struct {
 	now          func() time.Time
 }
 
-var _ orders.Payments = (*Pay)(nil)
+var (
+	_ orders.Payments             = (*Pay)(nil)
+	_ orders.PaymentNotifications = (*Pay)(nil)
+)
 
 // NewPay returns the QQ wallet client for app. The app's pay section needs
 // mch_id and api_key; refunds at the real QQ wallet also need the merchant

@@ -84,7 +84,7 @@ func prepayRequest(no, notifyURL string, amount int64) orders.PrepayRequest {
 	}
 }
 
-func notification(t *testing.T, pay *qq.Pay, body []byte) (*orders.Notification, error) {
+func notification(t *testing.T, pay *qq.Pay, body []byte) (webhooks.Opened[*orders.Notification], error) {
 	t.Helper()
 	return pay.ParseNotification(context.Background(), webhooks.Request{
 		Method: http.MethodPost, Body: body, ReceivedAt: time.Now(),
@@ -147,10 +147,10 @@ func TestPayLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	txn := rep.Details["transaction_id"].(string)
-	if n.Kind != orders.NotifyPayment || n.ID != txn+":SUCCESS" || n.EventType != "qpay_notify/SUCCESS" {
+	if n.Payload.Kind != orders.NotifyPayment || n.DedupKey != txn+":SUCCESS" || n.EventType != "qpay_notify/SUCCESS" {
 		t.Fatalf("notification = %+v", n)
 	}
-	nt := n.Transaction
+	nt := n.Payload.Transaction
 	if nt.State != orders.PaymentPaid || nt.Amount != 888 || nt.Currency != "CNY" || nt.OutTradeNo != no ||
 		nt.TransactionID != txn || nt.MchID != e.cfg.Pay.MchID || nt.AppID != e.cfg.AppID || nt.PayerID == "" {
 		t.Fatalf("notified transaction = %+v", nt)
@@ -367,27 +367,27 @@ func TestNotificationFaults(t *testing.T) {
 		name   string
 		faults sandbox.Faults
 		reject webhooks.RejectReason // "" = accepted
-		check  func(t *testing.T, bodies [][]byte, n *orders.Notification)
+		check  func(t *testing.T, bodies [][]byte, n webhooks.Opened[*orders.Notification])
 	}{
 		{name: "bad signature", faults: sandbox.Faults{BadSignature: true}, reject: webhooks.RejectBadSignature},
 		{name: "foreign merchant", faults: sandbox.Faults{ForeignMerchant: true}, reject: webhooks.RejectForeignMerchant},
 		{name: "foreign app", faults: sandbox.Faults{ForeignAppID: true}, reject: webhooks.RejectForeignApp},
 		{name: "truncated", faults: sandbox.Faults{Truncate: true}, reject: webhooks.RejectMalformed},
 		{name: "other amount, validly signed", faults: sandbox.Faults{Amount: &one},
-			check: func(t *testing.T, _ [][]byte, n *orders.Notification) {
-				if n.Transaction.Amount != 1 {
-					t.Fatalf("amount %d, want the notified 1", n.Transaction.Amount)
+			check: func(t *testing.T, _ [][]byte, n webhooks.Opened[*orders.Notification]) {
+				if n.Payload.Transaction.Amount != 1 {
+					t.Fatalf("amount %d, want the notified 1", n.Payload.Transaction.Amount)
 				}
 			}},
 		{name: "duplicates", faults: sandbox.Faults{Duplicates: 2},
-			check: func(t *testing.T, bodies [][]byte, n *orders.Notification) {
+			check: func(t *testing.T, bodies [][]byte, n webhooks.Opened[*orders.Notification]) {
 				if len(bodies) != 3 {
 					t.Fatalf("%d deliveries, want 3", len(bodies))
 				}
 				for _, b := range bodies[1:] {
 					m, err := notification(t, pay, b)
-					if err != nil || m.ID != n.ID {
-						t.Fatalf("duplicate = %+v, %v; want id %s", m, err, n.ID)
+					if err != nil || m.DedupKey != n.DedupKey {
+						t.Fatalf("duplicate = %+v, %v; want id %s", m, err, n.DedupKey)
 					}
 				}
 			}},

@@ -65,7 +65,10 @@ type Pay struct {
 	now         func() time.Time
 }
 
-var _ orders.Payments = (*Pay)(nil)
+var (
+	_ orders.Payments             = (*Pay)(nil)
+	_ orders.PaymentNotifications = (*Pay)(nil)
+)
 
 // NewPay builds the WeChat Pay adapter for app, which must have a pay
 // section with mch_id, serial_no, the merchant private key and the APIv3

@@ -39,6 +39,11 @@ type payRefundNotice struct {
 	} `json:"amount"`
 }
 
+// payNotice is a verified notification as the callback pipeline takes it:
+// its identity (the notification id, which WeChat Pay keeps across
+// retries; the event type; a summary) and the order or refund it reports.
+type payNotice = webhooks.Opened[*orders.Notification]
+
 // payResourceNonceSize is the length of an AEAD_AES_256_GCM resource's
 // nonce: the standard GCM nonce.
 const payResourceNonceSize = 12
@@ -56,40 +61,40 @@ const payResourceNonceSize = 12
 // as sent, for the caller to compare with its own. (wechatpay-go also
 // enforces its own fixed 5-minute window against the system clock, so a
 // callback window beyond 5 minutes has no effect.)
-func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*orders.Notification, error) {
+func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (payNotice, error) {
 	h := req.Header
 	for _, k := range []string{payHeaderSignature, payHeaderSerial, payHeaderTimestamp, payHeaderNonce} {
 		if strings.TrimSpace(h.Get(k)) == "" {
-			return nil, webhooks.Reject(webhooks.RejectMissingSignature, "no %s header", k)
+			return payNotice{}, webhooks.Reject(webhooks.RejectMissingSignature, "no %s header", k)
 		}
 	}
 	ts, err := strconv.ParseInt(strings.TrimSpace(h.Get(payHeaderTimestamp)), 10, 64)
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "%s is not a unix time", payHeaderTimestamp)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "%s is not a unix time", payHeaderTimestamp)
 	}
 	if skew := p.now().Sub(time.Unix(ts, 0)).Abs(); skew >= p.window {
-		return nil, webhooks.Reject(webhooks.RejectStaleTimestamp, "timestamp %d is %s from now", ts, skew.Round(time.Second))
+		return payNotice{}, webhooks.Reject(webhooks.RejectStaleTimestamp, "timestamp %d is %s from now", ts, skew.Round(time.Second))
 	}
 	serial := strings.TrimSpace(h.Get(payHeaderSerial))
 	if !p.knowsSerial(ctx, serial) {
-		return nil, webhooks.Reject(webhooks.RejectBadSignature, "unknown serial %q", serial)
+		return payNotice{}, webhooks.Reject(webhooks.RejectBadSignature, "unknown serial %q", serial)
 	}
 	var envelope notify.Request
 	if err := json.Unmarshal(req.Body, &envelope); err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "body is not a notification: %v", err)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "body is not a notification: %v", err)
 	}
 	if envelope.ID == "" || envelope.Resource == nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "notification without id or resource")
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "notification without id or resource")
 	}
 	// wechatpay-go hands the nonce to AES-GCM as it is, and the standard
 	// library panics on a nonce that is not 12 bytes long.
 	if n := len(envelope.Resource.Nonce); n != payResourceNonceSize {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "resource nonce of %d bytes, want %d", n, payResourceNonceSize)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "resource nonce of %d bytes, want %d", n, payResourceNonceSize)
 	}
 
 	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", bytes.NewReader(req.Body))
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "request: %v", err)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "request: %v", err)
 	}
 	httpReq.Header = h.Clone()
 	var plaintext json.RawMessage
@@ -97,11 +102,11 @@ func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*ord
 	switch {
 	case err != nil && parsed == nil:
 		// The SDK's own error text quotes the whole request: keep it out.
-		return nil, webhooks.Reject(webhooks.RejectBadSignature, "signature does not verify with serial %q", serial)
+		return payNotice{}, webhooks.Reject(webhooks.RejectBadSignature, "signature does not verify with serial %q", serial)
 	case err != nil && parsed.Resource.Plaintext == "":
-		return nil, webhooks.Reject(webhooks.RejectBadCiphertext, "resource does not decrypt with the APIv3 key")
+		return payNotice{}, webhooks.Reject(webhooks.RejectBadCiphertext, "resource does not decrypt with the APIv3 key")
 	case err != nil:
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "decrypted resource is not JSON")
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "decrypted resource is not JSON")
 	}
 	switch {
 	case parsed.EventType == "TRANSACTION.SUCCESS":
@@ -109,7 +114,7 @@ func (p *Pay) ParseNotification(ctx context.Context, req webhooks.Request) (*ord
 	case strings.HasPrefix(parsed.EventType, "REFUND."):
 		return p.refundNotification(parsed, plaintext)
 	}
-	return nil, webhooks.Reject(webhooks.RejectUnsupported, "event_type %q", parsed.EventType)
+	return payNotice{}, webhooks.Reject(webhooks.RejectUnsupported, "event_type %q", parsed.EventType)
 }
 
 // knowsSerial reports whether serial names the configured public key or a
@@ -122,17 +127,18 @@ func (p *Pay) knowsSerial(ctx context.Context, serial string) bool {
 	return ok
 }
 
-func (p *Pay) paymentNotification(n *notify.Request, plaintext []byte) (*orders.Notification, error) {
+func (p *Pay) paymentNotification(n *notify.Request, plaintext []byte) (payNotice, error) {
 	var t payments.Transaction
 	if err := json.Unmarshal(plaintext, &t); err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "transaction: %v", err)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "transaction: %v", err)
 	}
 	tx, err := payTransaction(&t)
 	if err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "transaction: %v", err)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "transaction: %v", err)
 	}
-	return &orders.Notification{
-		ID: n.ID, Kind: orders.NotifyPayment, EventType: n.EventType, Transaction: &tx,
+	return payNotice{
+		DedupKey: n.ID, EventType: n.EventType,
+		Payload: &orders.Notification{Kind: orders.NotifyPayment, Transaction: &tx},
 		Summary: map[string]any{
 			"event_type": n.EventType, "appid": tx.AppID, "mchid": tx.MchID,
 			"out_trade_no": tx.OutTradeNo, "transaction_id": tx.TransactionID,
@@ -141,10 +147,10 @@ func (p *Pay) paymentNotification(n *notify.Request, plaintext []byte) (*orders.
 	}, nil
 }
 
-func (p *Pay) refundNotification(n *notify.Request, plaintext []byte) (*orders.Notification, error) {
+func (p *Pay) refundNotification(n *notify.Request, plaintext []byte) (payNotice, error) {
 	var rn payRefundNotice
 	if err := json.Unmarshal(plaintext, &rn); err != nil {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "refund: %v", err)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "refund: %v", err)
 	}
 	status := rn.RefundStatus
 	if status == "" {
@@ -152,7 +158,7 @@ func (p *Pay) refundNotification(n *notify.Request, plaintext []byte) (*orders.N
 	}
 	state, ok := payRefundStates[status]
 	if !ok || rn.OutRefundNo == "" || rn.OutTradeNo == "" {
-		return nil, webhooks.Reject(webhooks.RejectMalformed, "refund %q with status %q", rn.OutRefundNo, status)
+		return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "refund %q with status %q", rn.OutRefundNo, status)
 	}
 	r := orders.Refund{
 		OutTradeNo: rn.OutTradeNo, TransactionID: rn.TransactionID, OutRefundNo: rn.OutRefundNo,
@@ -161,12 +167,13 @@ func (p *Pay) refundNotification(n *notify.Request, plaintext []byte) (*orders.N
 	if rn.SuccessTime != "" {
 		at, err := time.Parse(time.RFC3339, rn.SuccessTime)
 		if err != nil {
-			return nil, webhooks.Reject(webhooks.RejectMalformed, "refund success_time %q", rn.SuccessTime)
+			return payNotice{}, webhooks.Reject(webhooks.RejectMalformed, "refund success_time %q", rn.SuccessTime)
 		}
 		r.SucceededAt = at
 	}
-	return &orders.Notification{
-		ID: n.ID, Kind: orders.NotifyRefund, EventType: n.EventType, Refund: &r,
+	return payNotice{
+		DedupKey: n.ID, EventType: n.EventType,
+		Payload: &orders.Notification{Kind: orders.NotifyRefund, Refund: &r},
 		Summary: map[string]any{
 			"event_type": n.EventType, "mchid": rn.MchID, "out_trade_no": r.OutTradeNo,
 			"out_refund_no": r.OutRefundNo, "refund_id": r.RefundID, "refund_status": status,

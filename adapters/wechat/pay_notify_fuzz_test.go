@@ -36,7 +36,7 @@ func FuzzPayParseNotification(f *testing.F) {
 		f.Add([]byte(seed.body), []byte(seed.plaintext), seed.eventType)
 	}
 	ctx := context.Background()
-	check := func(t *testing.T, how string, n *orders.Notification, err error) {
+	check := func(t *testing.T, how string, n webhooks.Opened[*orders.Notification], err error) {
 		if err != nil {
 			if _, ok := webhooks.AsVerifyError(err); !ok {
 				t.Fatalf("%s: not a VerifyError: %v", how, err)
@@ -44,14 +44,16 @@ func FuzzPayParseNotification(f *testing.F) {
 			return
 		}
 		switch {
-		case n.ID == "":
+		case n.Payload == nil:
+			t.Fatalf("%s: accepted a notification without a payload: %+v", how, n)
+		case n.DedupKey == "":
 			t.Fatalf("%s: accepted a notification without an id: %+v", how, n)
-		case n.Kind == orders.NotifyPayment && (n.Transaction == nil || n.Transaction.OutTradeNo == ""):
+		case n.Payload.Kind == orders.NotifyPayment && (n.Payload.Transaction == nil || n.Payload.Transaction.OutTradeNo == ""):
 			t.Fatalf("%s: accepted a payment without its out_trade_no: %+v", how, n)
-		case n.Kind == orders.NotifyRefund && (n.Refund == nil || n.Refund.OutRefundNo == "" || n.Refund.OutTradeNo == ""):
+		case n.Payload.Kind == orders.NotifyRefund && (n.Payload.Refund == nil || n.Payload.Refund.OutRefundNo == "" || n.Payload.Refund.OutTradeNo == ""):
 			t.Fatalf("%s: accepted a refund without its numbers: %+v", how, n)
-		case n.Kind != orders.NotifyPayment && n.Kind != orders.NotifyRefund:
-			t.Fatalf("%s: accepted a notification of kind %q", how, n.Kind)
+		case n.Payload.Kind != orders.NotifyPayment && n.Payload.Kind != orders.NotifyRefund:
+			t.Fatalf("%s: accepted a notification of kind %q", how, n.Payload.Kind)
 		}
 	}
 	const nonce = "fuzz-nonce-0123456789abcdef"
@@ -63,7 +65,7 @@ func FuzzPayParseNotification(f *testing.F) {
 		if n, err := e.pay.ParseNotification(ctx, forged); err == nil {
 			t.Fatalf("accepted a body its signature does not cover: %+v", n)
 		} else {
-			check(t, "forged", nil, err)
+			check(t, "forged", webhooks.Opened[*orders.Notification]{}, err)
 		}
 		// An arbitrary body, signed.
 		n, err := e.pay.ParseNotification(ctx, paySigned(t, e, body, nonce))

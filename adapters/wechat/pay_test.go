@@ -37,7 +37,7 @@ import (
 // payGot is a notification the test's callback receiver handled.
 type payGot struct {
 	req webhooks.Request
-	n   *orders.Notification
+	n   webhooks.Opened[*orders.Notification]
 	err error
 }
 
@@ -232,8 +232,8 @@ func TestPayEndToEnd(t *testing.T) {
 				t.Fatalf("notification rejected: %v", g.err)
 			}
 			n, openid := g.n, e.sim.User(e.sb, "alice").OpenID
-			tx := n.Transaction
-			if n.Kind != orders.NotifyPayment || n.EventType != "TRANSACTION.SUCCESS" || n.ID != rep.Details["notification_id"] || tx == nil {
+			tx := n.Payload.Transaction
+			if n.Payload.Kind != orders.NotifyPayment || n.EventType != "TRANSACTION.SUCCESS" || n.DedupKey != rep.Details["notification_id"] || tx == nil {
 				t.Fatalf("notification %+v", n)
 			}
 			if tx.OutTradeNo != no || tx.State != orders.PaymentPaid || tx.Amount != 100 || tx.Currency != "CNY" ||
@@ -257,10 +257,10 @@ func TestPayEndToEnd(t *testing.T) {
 				t.Fatalf("refund: %+v %v", r, err)
 			}
 			g = e.next(t)
-			if g.err != nil || g.n.Kind != orders.NotifyRefund || g.n.EventType != "REFUND.SUCCESS" {
+			if g.err != nil || g.n.Payload.Kind != orders.NotifyRefund || g.n.EventType != "REFUND.SUCCESS" {
 				t.Fatalf("refund notification: %+v %v", g.n, g.err)
 			}
-			if rn := g.n.Refund; rn.OutRefundNo != "R"+no || rn.OutTradeNo != no || rn.State != orders.RefundSucceeded ||
+			if rn := g.n.Payload.Refund; rn.OutRefundNo != "R"+no || rn.OutTradeNo != no || rn.State != orders.RefundSucceeded ||
 				rn.Amount != 30 || rn.Total != 100 || rn.RefundID != r.RefundID || rn.SucceededAt.IsZero() {
 				t.Errorf("refund %+v", rn)
 			}
@@ -539,12 +539,12 @@ func TestPayNotificationFaults(t *testing.T) {
 				if g.err != nil {
 					t.Fatalf("rejected: %v", g.err)
 				}
-				ids[g.n.ID] = true
-				if g.n.Transaction.OutTradeNo != no {
-					t.Errorf("out_trade_no %s", g.n.Transaction.OutTradeNo)
+				ids[g.n.DedupKey] = true
+				if g.n.Payload.Transaction.OutTradeNo != no {
+					t.Errorf("out_trade_no %s", g.n.Payload.Transaction.OutTradeNo)
 				}
 				if tc.check != nil {
-					tc.check(t, g.n.Transaction)
+					tc.check(t, g.n.Payload.Transaction)
 				}
 			}
 			for _, d := range rep.Deliveries {
@@ -652,7 +652,7 @@ func TestPayNotificationChecks(t *testing.T) {
 		pay    *wechat.Pay
 		req    webhooks.Request
 		reject webhooks.RejectReason
-		check  func(t *testing.T, n *orders.Notification)
+		check  func(t *testing.T, n webhooks.Opened[*orders.Notification])
 	}{
 		{name: "as delivered", req: valid.req},
 		{name: "clock 4 minutes ahead", pay: shifted(4*time.Minute, 0), req: valid.req},
@@ -668,9 +668,9 @@ func TestPayNotificationChecks(t *testing.T) {
 		// wechatpay-go's decryption panicked on a nonce that GCM cannot use.
 		{name: "signed, resource nonce not 12 bytes", req: paySigned(t, e, []byte(`{"id":"EV-short-nonce","event_type":"TRANSACTION.SUCCESS",`+
 			`"resource":{"algorithm":"AEAD_AES_256_GCM","ciphertext":"AAAA","nonce":"abc","associated_data":"transaction"}}`), "n-short"), reject: webhooks.RejectMalformed},
-		{name: "refund abnormal", req: payCraft(t, e, "REFUND.ABNORMAL", "refund", abnormal), check: func(t *testing.T, n *orders.Notification) {
-			if n.Kind != orders.NotifyRefund || n.Refund.State != orders.RefundFailed || n.Refund.OutRefundNo != "R"+no || n.Refund.Amount != 100 {
-				t.Errorf("notification %+v refund %+v", n, n.Refund)
+		{name: "refund abnormal", req: payCraft(t, e, "REFUND.ABNORMAL", "refund", abnormal), check: func(t *testing.T, n webhooks.Opened[*orders.Notification]) {
+			if n.Payload.Kind != orders.NotifyRefund || n.Payload.Refund.State != orders.RefundFailed || n.Payload.Refund.OutRefundNo != "R"+no || n.Payload.Refund.Amount != 100 {
+				t.Errorf("notification %+v refund %+v", n, n.Payload.Refund)
 			}
 		}},
 	} {
@@ -692,7 +692,7 @@ func TestPayNotificationChecks(t *testing.T) {
 			}
 			if tc.check != nil {
 				tc.check(t, n)
-			} else if n.ID != valid.n.ID || n.Transaction.OutTradeNo != no {
+			} else if n.DedupKey != valid.n.DedupKey || n.Payload.Transaction.OutTradeNo != no {
 				t.Errorf("notification %+v", n)
 			}
 		})

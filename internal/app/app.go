@@ -147,9 +147,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		return nil, fmt.Errorf("app: river: %w", err)
 	}
 	a.River, a.workerCount = rc, mods.workerCount
-	for _, f := range mods.withRiver {
-		f(rc)
-	}
 
 	a.HTTP = httpx.New(httpx.Options{BodyLimit: max(cfg.Limits.BodyBytes, cfg.Limits.MediaBytes), Logger: log})
 	a.routes(mods)
@@ -205,7 +202,6 @@ type modules struct {
 	// the River client is insert-only.
 	workerCount int
 	periodic    []*river.PeriodicJob
-	withRiver   []func(*river.Client[*sql.Tx])
 	orders      *orders.Service
 	routes      []func(r fiber.Router, au *auth.Authenticator)
 }

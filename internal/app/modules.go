@@ -9,6 +9,7 @@ import (
 	customerservice "github.com/minigate/minigate/customer-service"
 	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/auth"
+	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sessions"
 	"github.com/minigate/minigate/webhooks"
 )
@@ -24,8 +25,7 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 	m.auth = auth.New(a.Config.APIKeys, sess)
 	m.routes = append(m.routes, sess.Routes)
 
-	// Events to the business backend, and the callback pipeline that
-	// message pushes (and payment notifications) go through.
+	// Events to the business backend: the domain services publish them.
 	evs, err := events.New(a.DB, events.Options{
 		URL: a.Config.Events.URL, Secret: a.Config.Events.Secret,
 		Logger: a.Log.With("component", "events"), Now: opts.Now,
@@ -34,18 +34,8 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 		return nil, err
 	}
 	m.workerCount += evs.AddWorkers(workers)
-	m.withRiver = append(m.withRiver, evs.UseRiver)
-	callbacks := webhooks.NewPipeline(a.DB, webhooks.Options{
-		BodyLimit: a.Config.Limits.BodyBytes, RejectedKept: a.Config.Limits.RejectedCallbacksKept,
-		Logger: a.Log.With("component", "webhooks"), Now: opts.Now,
-	})
-	verifiers := map[string]webhooks.MessageVerifier{}
-	for id, p := range a.platforms {
-		if p.Messages != nil {
-			verifiers[id] = p.Messages
-		}
-	}
-	if err := a.buildOrders(m, opts, workers, sess, evs, callbacks); err != nil {
+	ords, err := a.buildOrders(m, opts, workers, sess, evs)
+	if err != nil {
 		return nil, err
 	}
 	if err := a.buildReconcile(m, opts, workers); err != nil {
@@ -54,18 +44,44 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 	if err := a.buildRetention(m, opts, workers); err != nil {
 		return nil, err
 	}
-	messages := webhooks.NewMessages(callbacks, verifiers, customerservice.NewInbox(evs, opts.Now))
 	cs, err := a.buildCustomerService(opts)
 	if err != nil {
 		return nil, err
 	}
 	m.routes = append(m.routes, cs.Mount)
-	m.routes = append(m.routes, func(r fiber.Router, au *auth.Authenticator) {
-		messages.Mount(r)
-		callbacks.MountOperator(r, au)
-		evs.Mount(r, au)
-	})
+	callbacks := a.buildCallbacks(opts, customerservice.NewInbox(evs, opts.Now), ords)
+	m.routes = append(m.routes, callbacks, evs.Mount)
 	return m, nil
+}
+
+// buildCallbacks builds the callback pipeline and returns the routes that
+// feed it: /callbacks/{app}/messages (message pushes, into the inbox),
+// /callbacks/{app}/payments (payment and refund notifications, into
+// orders) and the rejected-callbacks listing. Every callback flows one way:
+// platform → adapter (verify, open) → pipeline (store, de-duplicate) →
+// sink (domain state, events) → reply.
+func (a *App) buildCallbacks(opts Options, inbox webhooks.MessageSink, ords webhooks.PaymentSink[*orders.Notification]) func(fiber.Router, *auth.Authenticator) {
+	pipeline := webhooks.NewPipeline(a.DB, webhooks.Options{
+		BodyLimit: a.Config.Limits.BodyBytes, RejectedKept: a.Config.Limits.RejectedCallbacksKept,
+		Logger: a.Log.With("component", "webhooks"), Now: opts.Now,
+	})
+	messageVerifiers := map[string]webhooks.MessageVerifier{}
+	paymentVerifiers := map[string]orders.PaymentNotifications{}
+	for id, p := range a.platforms {
+		if p.Messages != nil {
+			messageVerifiers[id] = p.Messages
+		}
+		if p.PaymentNotifications != nil {
+			paymentVerifiers[id] = p.PaymentNotifications
+		}
+	}
+	messages := webhooks.NewMessages(pipeline, messageVerifiers, inbox)
+	payments := webhooks.NewPayments(pipeline, paymentVerifiers, ords)
+	return func(r fiber.Router, au *auth.Authenticator) {
+		messages.Mount(r)
+		payments.Mount(r)
+		pipeline.MountOperator(r, au)
+	}
 }
 
 // buildSessions constructs the sessions service (logins, session tokens,

@@ -3,21 +3,19 @@ package app
 import (
 	"context"
 
-	"github.com/jmoiron/sqlx"
 	"github.com/riverqueue/river"
 
 	"github.com/minigate/minigate/events"
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/orders"
 	"github.com/minigate/minigate/sessions"
-	"github.com/minigate/minigate/webhooks"
 )
 
 // buildOrders constructs the orders service over every app (apps without a
 // payment channel answer 501 on order routes), registers its recovery
-// sweep and mounts its routes, including /callbacks/{app}/payments on the
-// callback pipeline.
-func (a *App) buildOrders(m *modules, opts Options, workers *river.Workers, sess *sessions.Service, evs *events.Service, callbacks *webhooks.Pipeline) error {
+// sweep and mounts its routes. Payment notifications reach it through the
+// callback pipeline (buildCallbacks).
+func (a *App) buildOrders(m *modules, opts Options, workers *river.Workers, sess *sessions.Service, evs events.Publisher) (*orders.Service, error) {
 	apps := make([]orders.App, 0, len(a.Config.Apps))
 	for _, c := range a.Config.Apps {
 		oa := orders.App{
@@ -33,29 +31,25 @@ func (a *App) buildOrders(m *modules, opts Options, workers *river.Workers, sess
 		apps = append(apps, oa)
 	}
 	svc, err := orders.New(a.DB, orders.Options{
-		Apps:  apps,
-		Users: orderUsers{sess},
-		Publish: func(ctx context.Context, tx *sqlx.Tx, typ string, data any) error {
-			_, err := evs.Publish(ctx, tx, typ, data)
-			return err
-		},
-		Pipeline:    callbacks,
+		Apps:        apps,
+		Users:       orderUsers{sess},
+		Events:      evs,
 		CallTimeout: a.Config.Limits.UpstreamTimeout,
 		Now:         opts.Now,
 		Logger:      a.Log.With("component", "orders"),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sweep, err := svc.Register(workers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.workerCount++
 	m.periodic = append(m.periodic, sweep)
 	m.routes = append(m.routes, svc.Mount)
 	m.orders = svc
-	return nil
+	return svc, nil
 }
 
 // orderUsers lets orders resolve payers and order owners through sessions.

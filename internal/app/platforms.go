@@ -34,9 +34,13 @@ type Platform struct {
 	// Tokens supplies the app's access token, shared by every instance
 	// through Postgres (WeChat, QQ); nil for Alipay.
 	Tokens adapters.TokenSource
-	// Payments is the merchant channel (prepay, query, close, refund,
-	// notifications); nil for WeChat/QQ apps without a pay section.
+	// Payments is the merchant channel (prepay, query, close, refund);
+	// nil for WeChat/QQ apps without a pay section.
 	Payments orders.Payments
+	// PaymentNotifications verifies and opens the same channel's payment
+	// and refund notifications (the same adapter as Payments); nil when
+	// Payments is.
+	PaymentNotifications orders.PaymentNotifications
 	// CustomerService sends customer-service messages, typing and media
 	// (Alipay's answers 501).
 	CustomerService customerservice.Platform
@@ -62,8 +66,12 @@ func buildPlatforms(cfg *config.Config, pool *sqlx.DB, now func() time.Time, log
 		if p.Messages, err = messageVerifier(a, sessionOpts); err != nil {
 			return nil, err
 		}
-		if p.Payments, err = payments(a, sessionOpts); err != nil {
+		pay, err := payments(a, sessionOpts)
+		if err != nil {
 			return nil, err
+		}
+		if pay != nil {
+			p.Payments, p.PaymentNotifications = pay, pay
 		}
 		if p.CustomerService, err = customerService(p, sessionOpts); err != nil {
 			return nil, err
@@ -123,10 +131,17 @@ func sessionAdapters(p *Platform, tokens *accesstoken.Manager, opts adapters.Opt
 	return nil
 }
 
+// payChannel is a payment adapter: the calls orders makes and the
+// notifications the callback pipeline opens.
+type payChannel interface {
+	orders.Payments
+	orders.PaymentNotifications
+}
+
 // payments builds app's payment channel: WeChat Pay and QQ wallet for apps
 // with a pay section; Alipay for every Alipay app (its merchant is the app;
 // pay.seller_id is optional).
-func payments(a *config.App, opts adapters.Options) (orders.Payments, error) {
+func payments(a *config.App, opts adapters.Options) (payChannel, error) {
 	switch {
 	case a.Platform == config.Alipay:
 		return alipay.NewPay(a, opts)
