@@ -203,6 +203,32 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// TestParseErrorsInAFixedOrder: a document with several errors reports the
+// same one on every run — the first in the file's order — so fixing a config
+// converges (the README's placeholder line once reported a different
+// endpoints.* key each time).
+func TestParseErrorsInAFixedOrder(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub := writeKeys(t, dir)
+	base := validDoc(priv, pub)
+	for _, tc := range []struct{ name, add, want string }{
+		{"every endpoint a placeholder", "endpoints: { wechat_api: …, wechatpay_api: …, qq_api: …, qpay_api: …, alipay_gateway: … }",
+			`config: endpoints.wechat_api: must be an absolute http(s) URL, got "…"`},
+		{"every retention too short", "retention: { completed_jobs: 1s, discarded_jobs: 1s, sessions: 1h, events: 1h }",
+			`config: retention.events: must be at least 24h0m0s`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := strings.Replace(base, `listen: ":9000"`, "listen: \":9000\"\n"+tc.add, 1)
+			for range 30 {
+				_, err := Parse([]byte(doc), env(nil))
+				if err == nil || err.Error() != tc.want {
+					t.Fatalf("error = %v, want %q on every run", err, tc.want)
+				}
+			}
+		})
+	}
+}
+
 func TestDecodeEncodingAESKey(t *testing.T) {
 	k, err := DecodeEncodingAESKey(aesKey43)
 	if err != nil || len(k) != 32 {

@@ -52,13 +52,15 @@ func (c *Config) Validate() error {
 			return &Error{Key: "events.secret", Msg: "required when events.url is set"}
 		}
 	}
-	for key, v := range map[string]string{
-		"endpoints.wechat_api": c.Endpoints.WeChatAPI, "endpoints.wechatpay_api": c.Endpoints.WeChatPayAPI,
-		"endpoints.qq_api": c.Endpoints.QQAPI, "endpoints.qpay_api": c.Endpoints.QPayAPI,
-		"endpoints.alipay_gateway": c.Endpoints.AlipayGateway,
+	// Keys are checked in the file's order (a slice, not a map), so the
+	// same file reports the same error on every run.
+	for _, e := range []struct{ key, v string }{
+		{"endpoints.wechat_api", c.Endpoints.WeChatAPI}, {"endpoints.wechatpay_api", c.Endpoints.WeChatPayAPI},
+		{"endpoints.qq_api", c.Endpoints.QQAPI}, {"endpoints.qpay_api", c.Endpoints.QPayAPI},
+		{"endpoints.alipay_gateway", c.Endpoints.AlipayGateway},
 	} {
-		if err := checkURL(v); err != nil {
-			return &Error{Key: key, Msg: err.Error()}
+		if err := checkURL(e.v); err != nil {
+			return &Error{Key: e.key, Msg: err.Error()}
 		}
 	}
 	if _, err := time.Parse("15:04", c.Reconcile.At); err != nil {
@@ -99,14 +101,18 @@ func (c *Config) validateJobs() *Error {
 	case c.Retention.Callbacks < MinKeepCallbacks:
 		return &Error{Key: "retention.callbacks", Msg: fmt.Sprintf("must be at least %v: platforms retry callbacks for about a day", MinKeepCallbacks)}
 	}
-	for key, v := range map[string]time.Duration{"retention.events": c.Retention.Events, "retention.sessions": c.Retention.Sessions} {
-		if v < minKeep {
-			return &Error{Key: key, Msg: fmt.Sprintf("must be at least %v", minKeep)}
-		}
-	}
-	for key, v := range map[string]time.Duration{"retention.completed_jobs": c.Retention.CompletedJobs, "retention.discarded_jobs": c.Retention.DiscardedJobs} {
-		if v < time.Minute {
-			return &Error{Key: key, Msg: "must be at least 1m"}
+	for _, r := range []struct {
+		key      string
+		v, least time.Duration
+		shown    string
+	}{
+		{"retention.events", c.Retention.Events, minKeep, minKeep.String()},
+		{"retention.sessions", c.Retention.Sessions, minKeep, minKeep.String()},
+		{"retention.completed_jobs", c.Retention.CompletedJobs, time.Minute, "1m"},
+		{"retention.discarded_jobs", c.Retention.DiscardedJobs, time.Minute, "1m"},
+	} {
+		if r.v < r.least {
+			return &Error{Key: r.key, Msg: "must be at least " + r.shown}
 		}
 	}
 	return nil
