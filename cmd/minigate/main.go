@@ -23,8 +23,12 @@ import (
 	"time"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version and commit are stamped at build time by `make build`:
+// -ldflags "-X main.version=… -X main.commit=…" (git describe, git rev-parse).
+var (
+	version = "dev"
+	commit  = ""
+)
 
 // exitError carries a process exit code.
 type exitError struct {
@@ -117,15 +121,36 @@ func newLogger(stderr io.Writer) *slog.Logger {
 
 func cmdVersion(stdout io.Writer) error {
 	fmt.Fprintf(stdout, "minigate %s\n", version)
+	fmt.Fprintf(stdout, "commit %s\n", buildCommit())
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		fmt.Fprintf(stdout, "go %s\n", bi.GoVersion)
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
+			if s.Key == "vcs.time" {
 				fmt.Fprintf(stdout, "%s %s\n", s.Key, s.Value)
 			}
 		}
 	}
 	return nil
+}
+
+// buildCommit is the stamped commit, else the one the Go toolchain recorded
+// (with "-dirty" for uncommitted changes), else "unknown".
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	rev, dirty := "unknown", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision":
+				rev = s.Value
+			case s.Key == "vcs.modified" && s.Value == "true":
+				dirty = "-dirty"
+			}
+		}
+	}
+	return rev + dirty
 }
 
 // shutdownTimeout bounds graceful shutdown: in-flight requests get this long.

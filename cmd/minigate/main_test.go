@@ -19,14 +19,18 @@ import (
 
 var binary string
 
+// repoRoot is the repository's root, where the Makefile is.
+const repoRoot = "../.."
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "minigate-bin")
 	if err != nil {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "minigate")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+	// As a person does: make build stamps the version and commit.
+	if out, err := exec.Command("make", "-s", "-C", repoRoot, "build", "BIN="+binary).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "make build: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -51,7 +55,7 @@ func TestCommandLine(t *testing.T) {
 		code int
 		want string // stderr (or stdout for code 0) must contain it, on one line
 	}{
-		{"version", []string{"version"}, 0, "minigate "},
+		{"version", []string{"version"}, 0, "minigate " + gitOutput(t, "describe", "--tags", "--always", "--dirty") + "\ncommit " + gitOutput(t, "rev-parse", "HEAD") + "\n"},
 		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{"no command", nil, 2, "no command given"},
 		{"missing file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, 1, "config: file: open"},
@@ -77,7 +81,7 @@ func TestCommandLine(t *testing.T) {
 			if tc.code == 0 {
 				out = stdout.String()
 			}
-			if code != tc.code || !strings.Contains(out, tc.want) {
+			if code != tc.code || !strings.Contains(out, tc.want) || strings.Contains(out, "minigate dev") {
 				t.Fatalf("exit %d (want %d), output %q (want %q)", code, tc.code, out, tc.want)
 			}
 			if tc.code == 1 && strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
@@ -85,6 +89,16 @@ func TestCommandLine(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gitOutput is what git prints for args in the repository, trimmed.
+func gitOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("git", append([]string{"-C", repoRoot}, args...)...).Output()
+	if err != nil {
+		t.Skipf("git %v: %v (not a git checkout?)", args, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func freeAddr(t *testing.T) string {
@@ -101,7 +115,13 @@ func freeAddr(t *testing.T) string {
 // /readyz with 200; output is what the test shows if it never does.
 func waitReady(t *testing.T, base string, output fmt.Stringer) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	waitReadyFor(t, base, output, 30*time.Second)
+}
+
+// waitReadyFor is waitReady with another limit.
+func waitReadyFor(t *testing.T, base string, output fmt.Stringer, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
 		resp, err := http.Get(base + "/readyz")
 		if err == nil {

@@ -56,7 +56,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	served := make(chan error, 1)
 	go func() { served <- a.Serve(ln) }()
-	log.Info("minigate serving", "listen", cfg.Listen, "apps", len(cfg.Apps), "sandbox", cfg.Sandbox, "version", version)
+	log.Info("minigate serving", "listen", cfg.Listen, "apps", len(cfg.Apps), "sandbox", cfg.Sandbox, "version", version, "commit", buildCommit())
 	if cfg.Sandbox {
 		printSandboxBanner(stdout, cfg)
 	}

@@ -110,6 +110,28 @@ func NewURL(t testing.TB) string {
 	return u
 }
 
+// NewEmptyURL returns the URL of a fresh database with no schema at all (a
+// copy of template0), as a newcomer's first `make run` finds, dropped when
+// the test ends.
+func NewEmptyURL(t testing.TB) string {
+	t.Helper()
+	admin, err := db.Open(context.Background(), ServerURL())
+	if err != nil {
+		t.Fatalf("pgtest: %v (is Postgres running? `make test` starts one)", err)
+	}
+	defer admin.Close()
+	name := "minigate_t_" + randomHex(6)
+	if _, err := admin.Exec(fmt.Sprintf(`CREATE DATABASE %s TEMPLATE template0`, name)); err != nil {
+		t.Fatalf("pgtest: create database: %v", err)
+	}
+	t.Cleanup(func() { Drop(name) })
+	u, err := withDatabase(ServerURL(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // Drop removes a test database, disconnecting its sessions.
 func Drop(name string) {
 	admin, err := db.Open(context.Background(), ServerURL())
