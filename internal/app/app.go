@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		poll = time.Second
 	}
 	rcfg := &river.Config{
-		Logger:            log.With("component", "river"),
+		Logger:            quieted(log).With("component", "river"),
 		FetchPollInterval: poll,
 		FetchCooldown:     min(poll/2, 100*time.Millisecond),
 		JobTimeout:        cfg.Jobs.Timeout,
@@ -148,7 +148,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	}
 	a.River, a.workerCount = rc, mods.workerCount
 
-	a.HTTP = httpx.New(httpx.Options{BodyLimit: max(cfg.Limits.BodyBytes, cfg.Limits.MediaBytes), Logger: log})
+	hopts := httpx.Options{BodyLimit: max(cfg.Limits.BodyBytes, cfg.Limits.MediaBytes), Logger: log}
+	if opts.Sandbox != nil {
+		// The simulator's routes share the listener: tag their lines.
+		hopts.Components = map[string]string{"/sandbox/": "simulator"}
+	}
+	a.HTTP = httpx.New(hopts)
 	a.routes(mods)
 	if opts.Sandbox != nil {
 		a.HTTP.Mount("/sandbox", opts.Sandbox.Handler())

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -31,10 +32,22 @@ type Options struct {
 	ReadTimeout time.Duration
 	// Logger receives access and error logs.
 	Logger *slog.Logger
+	// Components tags the access lines of requests whose path starts with
+	// a key with "component": value (sandbox mode's simulator is served
+	// under /sandbox/ beside minigate's own routes).
+	Components map[string]string
 }
 
-// requestIDLocal is the Locals key holding the request id.
-const requestIDLocal = "requestid"
+// Locals keys.
+const (
+	// requestIDLocal holds the request id.
+	requestIDLocal = "requestid"
+	// accessLogLocal is set while the access log middleware runs: the
+	// error handler then leaves an error's cause in causeLocal for the
+	// request's one access line instead of logging a line of its own.
+	accessLogLocal = "httpx.accesslog"
+	causeLocal     = "httpx.cause"
+)
 
 // New returns a Fiber app with minigate's middleware and error handler.
 func New(opts Options) *fiber.App {
@@ -57,12 +70,13 @@ func New(opts Options) *fiber.App {
 		// Fiber otherwise hands out strings aliasing reused buffers.
 		Immutable: true,
 	})
-	app.Use(recover.New())
 	app.Use(requestid.New(requestid.Config{
 		Generator:  func() string { return ids.New("req") },
 		ContextKey: requestIDLocal,
 	}))
-	app.Use(accessLog(log))
+	app.Use(accessLog(log, opts.Components))
+	// Inside the access log, so a panic is logged on its request's line.
+	app.Use(recover.New())
 	return app
 }
 
@@ -72,8 +86,13 @@ func RequestID(c *fiber.Ctx) string {
 	return s
 }
 
-func accessLog(log *slog.Logger) fiber.Handler {
+// accessLog logs one line per request: INFO for answers (client errors and
+// 501 unsupported_by_platform included: they are expected outcomes, told
+// to the client), WARN for a platform that failed minigate (502, 504),
+// ERROR for minigate's own failures (500, 503), with the error's cause.
+func accessLog(log *slog.Logger, components map[string]string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
+		c.Locals(accessLogLocal, true)
 		start := time.Now()
 		own := c.Route() // this middleware's route: still current after Next when nothing matched
 		err := c.Next()
@@ -93,15 +112,32 @@ func accessLog(log *slog.Logger) fiber.Handler {
 		elapsed := time.Since(start)
 		metrics.HTTPRequests.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Inc()
 		metrics.HTTPDuration.WithLabelValues(route, c.Method()).Observe(elapsed.Seconds())
-		level := slog.LevelInfo
-		if status >= 500 {
-			level = slog.LevelError
-		}
 		// Path only: query strings can carry signatures and tokens.
-		log.Log(c.UserContext(), level, "http request",
-			"request_id", RequestID(c), "method", c.Method(), "path", c.Path(),
-			"route", route, "status", status, "duration_ms", float64(elapsed.Microseconds())/1000)
+		args := []any{"request_id", RequestID(c), "method", c.Method(), "path", c.Path(),
+			"route", route, "status", status, "duration_ms", float64(elapsed.Microseconds()) / 1000}
+		if cause, ok := c.Locals(causeLocal).(error); ok {
+			args = append(args, "err", cause)
+		}
+		for prefix, name := range components {
+			if strings.HasPrefix(c.Path(), prefix) {
+				args = append(args, "component", name)
+				break
+			}
+		}
+		log.Log(c.UserContext(), statusLevel(status), "http request", args...)
 		return nil
+	}
+}
+
+// statusLevel is the access-log level of a response status.
+func statusLevel(status int) slog.Level {
+	switch {
+	case status < 500 || status == fiber.StatusNotImplemented:
+		return slog.LevelInfo
+	case status == fiber.StatusBadGateway || status == fiber.StatusGatewayTimeout:
+		return slog.LevelWarn
+	default:
+		return slog.LevelError
 	}
 }
 
@@ -119,12 +155,15 @@ type ErrorObject struct {
 }
 
 // ErrorHandler maps errors to the contract's JSON error responses. Unknown
-// errors become 500 internal_error and are logged with the request id; their
-// text is never sent to the client.
+// errors become 500 internal_error; their text is never sent to the client.
+// The cause of a server-side failure (5xx but 501) is logged once, with
+// the request id: on the request's access line, or on a line of its own
+// outside the access log.
 func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		body := ErrorBody{Error: ErrorObject{RequestID: RequestID(c)}}
 		status := fiber.StatusInternalServerError
+		var cause error
 		var fe *fiber.Error
 		if ae, ok := apperr.As(err); ok {
 			status = ae.Kind.Status()
@@ -132,15 +171,22 @@ func ErrorHandler(log *slog.Logger) fiber.ErrorHandler {
 			if ae.RetryAfter > 0 {
 				c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(ae.RetryAfter.Seconds()+0.5)))
 			}
-			if status >= 500 && ae.Err != nil {
-				log.Error("request failed", "request_id", body.Error.RequestID, "code", ae.Code, "err", ae.Err)
+			if status >= 500 && status != fiber.StatusNotImplemented && ae.Err != nil {
+				cause = fmt.Errorf("%s: %w", ae.Code, ae.Err)
 			}
 		} else if errors.As(err, &fe) {
 			status = fe.Code
 			body.Error.Code, body.Error.Message = fiberCode(fe.Code), fe.Message
 		} else {
 			body.Error.Code, body.Error.Message = "internal_error", "internal error"
-			log.Error("request failed", "request_id", body.Error.RequestID, "err", err)
+			cause = err
+		}
+		if cause != nil {
+			if logged, _ := c.Locals(accessLogLocal).(bool); logged {
+				c.Locals(causeLocal, cause)
+			} else {
+				log.Log(c.UserContext(), statusLevel(status), "request failed", "request_id", body.Error.RequestID, "err", cause)
+			}
 		}
 		return c.Status(status).JSON(body)
 	}

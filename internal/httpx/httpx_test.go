@@ -117,3 +117,63 @@ func TestErrorShapes(t *testing.T) {
 		t.Errorf("access log lacks route patterns: %s", logs.String())
 	}
 }
+
+// TestOneLogLinePerRequest: every request is logged once, at a level that
+// says whose problem it is — an expected 501 or a client error is INFO, a
+// platform failure WARN, minigate's own failure ERROR with its cause — and
+// requests under a tagged prefix carry their component.
+func TestOneLogLinePerRequest(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	app := New(Options{BodyLimit: 64, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		Components: map[string]string{"/sandbox/": "simulator"}})
+	app.Get("/unsupported", func(c *fiber.Ctx) error {
+		return apperr.Wrap(errors.New("no such API"), apperr.Unsupported, "unsupported_by_platform", "alipay does not support it")
+	})
+	app.Get("/notfound", func(c *fiber.Ctx) error { return apperr.New(apperr.NotFound, "order_not_found", "no such order") })
+	app.Get("/upstream", func(c *fiber.Ctx) error {
+		return apperr.Wrap(errors.New("dial tcp: refused"), apperr.Unavailable, "platform_unavailable", "the platform is unreachable")
+	})
+	app.Get("/plain", func(c *fiber.Ctx) error { return errors.New("disk on fire") })
+	app.Get("/panic", func(c *fiber.Ctx) error { panic("boom") })
+	app.Get("/sandbox/wechat/token", func(c *fiber.Ctx) error { return c.SendString("ok") })
+	for _, tc := range []struct {
+		path, level, cause, component string
+	}{
+		{"/unsupported", "INFO", "", ""},
+		{"/notfound", "INFO", "", ""},
+		{"/missing", "INFO", "", ""},
+		{"/upstream", "WARN", "platform_unavailable: dial tcp: refused", ""},
+		{"/plain", "ERROR", "disk on fire", ""},
+		{"/panic", "ERROR", "boom", ""},
+		{"/sandbox/wechat/token", "INFO", "", "simulator"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			logs.Reset()
+			resp, err := app.Test(httptest.NewRequest("GET", tc.path, nil), -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := resp.Header.Get("X-Request-Id")
+			var lines []map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("log line %q: %v", l, err)
+				}
+				if m["request_id"] == id {
+					lines = append(lines, m)
+				}
+			}
+			if len(lines) != 1 {
+				t.Fatalf("%d log lines for the request, want 1:\n%s", len(lines), logs.String())
+			}
+			l := lines[0]
+			cause, _ := l["err"].(string)
+			component, _ := l["component"].(string)
+			if l["level"] != tc.level || cause != tc.cause || component != tc.component {
+				t.Fatalf("line = %v; want level %s, err %q, component %q", l, tc.level, tc.cause, tc.component)
+			}
+		})
+	}
+}
