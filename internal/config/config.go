@@ -15,6 +15,7 @@ package config
 import (
 	"bytes"
 	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -198,15 +199,34 @@ type App struct {
 	Messages   Messages `yaml:"messages"`
 	Pay        *Pay     `yaml:"pay"`
 
-	// Alipay application keys.
+	// Alipay application keys: the application private key, and either the
+	// Alipay public key (public-key mode) or three certificate files
+	// (public-key certificate mode, 公钥证书模式).
 	PrivateKeyFile      string `yaml:"private_key_file"`
 	AlipayPublicKeyFile string `yaml:"alipay_public_key_file"`
+	AppCertFile         string `yaml:"app_cert_file"`
+	AlipayCertFile      string `yaml:"alipay_cert_file"`
+	AlipayRootCertFile  string `yaml:"alipay_root_cert_file"`
 
 	// PrivateKey is the parsed Alipay application private key.
 	PrivateKey *rsa.PrivateKey `yaml:"-"`
-	// AlipayPublicKey is the parsed Alipay public key.
+	// AlipayPublicKey is the parsed Alipay public key (public-key mode).
 	AlipayPublicKey *rsa.PublicKey `yaml:"-"`
+	// AppCert is the application's public-key certificate
+	// (appCertPublicKey_<app_id>.crt; certificate mode).
+	AppCert *x509.Certificate `yaml:"-"`
+	// AlipayCerts is the Alipay public-key certificate file
+	// (alipayCertPublicKey_RSA2.crt), leaf first, then its issuers.
+	AlipayCerts []*x509.Certificate `yaml:"-"`
+	// AlipayRootCerts are the root bundle's (alipayRootCert.crt)
+	// certificates, in file order; blocks Go cannot parse (the SM2 root)
+	// are left out.
+	AlipayRootCerts []*x509.Certificate `yaml:"-"`
 }
+
+// AlipayCertMode reports whether the Alipay app uses public-key
+// certificate mode rather than public-key mode.
+func (a *App) AlipayCertMode() bool { return a.AppCert != nil }
 
 // Messages configures message push ("消息推送").
 type Messages struct {

@@ -147,15 +147,8 @@ func (a *App) validate(c *Config) *keyErr {
 			}
 			a.PrivateKey = k
 		}
-		if a.AlipayPublicKey == nil {
-			if a.AlipayPublicKeyFile == "" {
-				return kerr("alipay_public_key_file", "required for platform alipay")
-			}
-			k, err := loadPublicKey(a.AlipayPublicKeyFile)
-			if err != nil {
-				return kerr("alipay_public_key_file", "%v", err)
-			}
-			a.AlipayPublicKey = k
+		if err := a.validateAlipayTrust(); err != nil {
+			return err
 		}
 		if a.Messages.Token != "" || a.Messages.EncodingAESKey != "" {
 			return kerr("messages", "alipay apps take messages.aes_key only")
