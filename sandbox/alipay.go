@@ -168,6 +168,7 @@ var alipayMethods = map[string]alipayHandler{
 	"alipay.trade.refund":               (*Sandbox).alipayTradeRefund,
 	"alipay.trade.fastpay.refund.query": (*Sandbox).alipayRefundQuery,
 	alipayBillMethod:                    (*Sandbox).alipayBillDownloadURL,
+	alipayCertMethod:                    (*Sandbox).alipayCertDownload,
 }
 
 func (s *Sandbox) mountAlipay(r fiber.Router) {
@@ -257,7 +258,13 @@ func alipayReply(app *App, key string, fields map[string]any, encKey []byte) []b
 	b.WriteString(`":`)
 	b.Write(value)
 	if app != nil && app.Alipay != nil && app.Alipay.AlipayKey != nil {
-		if sig, err := alipayRSASign(app.Alipay.AlipayKey, value); err == nil {
+		key, certSN := app.Alipay.signer()
+		if certSN != "" {
+			b.WriteString(`,"alipay_cert_sn":"`)
+			b.WriteString(certSN)
+			b.WriteString(`"`)
+		}
+		if sig, err := alipayRSASign(key, value); err == nil {
 			b.WriteString(`,"sign":"`)
 			b.WriteString(sig)
 			b.WriteString(`"`)
@@ -339,6 +346,9 @@ func (s *Sandbox) alipayVerifyRequest(p url.Values) (*alipayCall, []byte, error)
 	}
 	if d := call.now.Sub(ts); d > alipayTimestampSkew || d < -alipayTimestampSkew {
 		return call, nil, invalidArg("isv.invalid-timestamp", "timestamp too far from the gateway's clock")
+	}
+	if err := alipayCheckCertSNs(a, p); err != nil {
+		return call, nil, err
 	}
 	sig, err := base64.StdEncoding.DecodeString(p.Get("sign"))
 	if err != nil {
@@ -800,12 +810,18 @@ func (s *Sandbox) alipayTradeNotifyForm(a *App, t *alipayTrade, r *alipayRefund,
 // alipaySignForm signs a notification with the app's Alipay key: sorted
 // non-empty parameters except sign, and except sign_type unless
 // withSignType (message notifications sign it, trade notifications do not).
+// In certificate mode with NotifyWithCertSN the form names the signing
+// certificate in alipay_cert_sn, which is not signed.
 func (s *Sandbox) alipaySignForm(a *App, v url.Values, withSignType, corrupt bool) {
-	exclude := []string{"sign", "sign_type"}
+	exclude := []string{"sign", "alipay_cert_sn", "sign_type"}
 	if withSignType {
-		exclude = exclude[:1]
+		exclude = exclude[:2]
 	}
-	sig, err := alipayRSASign(a.Alipay.AlipayKey, []byte(alipaySignContent(v, exclude...)))
+	key, certSN := a.Alipay.signer()
+	if certSN != "" && a.Alipay.Certs.NotifyWithCertSN {
+		v.Set("alipay_cert_sn", certSN)
+	}
+	sig, err := alipayRSASign(key, []byte(alipaySignContent(v, exclude...)))
 	if err != nil {
 		panic("sandbox: rsa sign: " + err.Error())
 	}

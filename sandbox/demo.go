@@ -39,6 +39,9 @@ type AppSpec struct {
 	Pay bool
 	// WeChatPayKeyMode is one of the KeyMode constants (default public key).
 	WeChatPayKeyMode string
+	// AlipayCertMode sets an Alipay app up in public-key certificate mode
+	// (default: public-key mode).
+	AlipayCertMode bool
 	// Key supplies RSA keys; nil generates fresh 2048-bit keys.
 	Key func() (*rsa.PrivateKey, error)
 }
@@ -95,6 +98,11 @@ func NewAppPair(spec AppSpec) (*App, *config.App, error) {
 			SellerID: fmt.Sprintf("2088%012d", stableNum(spec.ID, "seller")%1e12),
 		}
 		cfg.AppID, cfg.PrivateKey, cfg.AlipayPublicKey = sb.AppID, appKey, &alipayKey.PublicKey
+		if spec.AlipayCertMode {
+			if err := newAlipayCertPair(spec, sb, cfg, appKey, alipayKey); err != nil {
+				return nil, nil, err
+			}
+		}
 		if spec.Pay {
 			cfg.Pay = &config.Pay{SellerID: sb.Alipay.SellerID}
 		}
@@ -112,6 +120,27 @@ func NewAppPair(spec AppSpec) (*App, *config.App, error) {
 		cfg.Pay = &config.Pay{MchID: m.MchID, APIKey: m.APIKey}
 	}
 	return sb, cfg, nil
+}
+
+// newAlipayCertPair issues a certificate-mode app's certificates and
+// gives minigate's config the three files' certificates instead of the
+// Alipay public key.
+func newAlipayCertPair(spec AppSpec, sb *App, cfg *config.App, appKey, alipayKey *rsa.PrivateKey) error {
+	ca, err := alipayCertAuthority(spec.Key)
+	if err != nil {
+		return err
+	}
+	certs, appCert, err := newAlipayCerts(ca, sb.AppID, sb.Alipay.SellerID, appKey, alipayKey)
+	if err != nil {
+		return err
+	}
+	sb.Alipay.Certs = certs
+	cfg.AlipayPublicKey, cfg.AppCert = nil, appCert
+	if cfg.AlipayCerts, err = config.ParseCertificates(certs.AlipayCertPEM); err != nil {
+		return err
+	}
+	cfg.AlipayRootCerts, err = config.ParseCertificates(certs.RootCertPEM)
+	return err
 }
 
 func newWeChatPayPair(spec AppSpec, sb *App, cfg *config.App) error {

@@ -109,9 +109,12 @@ type QPayMerchant struct {
 type AlipayAccount struct {
 	// AppPublicKey verifies minigate's RSA2 request signatures.
 	AppPublicKey *rsa.PublicKey
-	// AlipayKey signs responses and notifications.
+	// AlipayKey signs responses and notifications (in certificate mode,
+	// until Alipay's certificate is rotated).
 	AlipayKey *rsa.PrivateKey
 	SellerID  string
+	// Certs is set for apps in public-key certificate mode.
+	Certs *AlipayCerts
 }
 
 // User is a simulated user as one app sees them.

@@ -64,11 +64,23 @@ func WriteConfig(dir string, f ConfigFile) (string, error) {
 			if err != nil {
 				return "", err
 			}
+			m["private_key_file"] = priv
+			if a.AlipayCertMode() {
+				files := map[string][]*x509.Certificate{
+					"app_cert_file": {a.AppCert}, "alipay_cert_file": a.AlipayCerts, "alipay_root_cert_file": a.AlipayRootCerts,
+				}
+				for key, certs := range files {
+					if m[key], err = writeCerts(dir, a.ID+"_"+key+".crt", certs); err != nil {
+						return "", err
+					}
+				}
+				break
+			}
 			pub, err := writePublicKey(dir, a.ID+"_alipay_public_key.pem", a.AlipayPublicKey)
 			if err != nil {
 				return "", err
 			}
-			m["private_key_file"], m["alipay_public_key_file"] = priv, pub
+			m["alipay_public_key_file"] = pub
 		}
 		if p := a.Pay; p != nil {
 			pay := map[string]string{}
@@ -134,6 +146,14 @@ func writePublicKey(dir, name string, k *rsa.PublicKey) (string, error) {
 		return "", err
 	}
 	return writePEM(dir, name, "PUBLIC KEY", der)
+}
+
+func writeCerts(dir, name string, certs []*x509.Certificate) (string, error) {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, alipayPEM(certs...), 0o600); err != nil {
+		return "", fmt.Errorf("sandbox: write certificates: %w", err)
+	}
+	return path, nil
 }
 
 func writePEM(dir, name, typ string, der []byte) (string, error) {
