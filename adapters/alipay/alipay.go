@@ -1,5 +1,6 @@
 // Package alipay is minigate's adapter for Alipay mini-programs, built on
-// the smartwalle/alipay SDK (RSA2, public-key mode):
+// the smartwalle/alipay SDK (RSA2; public-key mode or public-key
+// certificate mode, see cert.go):
 //
 //   - Client: alipay.system.oauth.token (sessions.Authenticator). Alipay has
 //     no server API that turns a code into a phone number (my.getPhoneNumber
@@ -12,8 +13,8 @@
 // Every call goes to Options.Endpoints.AlipayGateway. Amounts cross the
 // boundary as yuan strings made and parsed by internal/money. Request
 // signatures are made and response signatures verified by the SDK;
-// notifications are verified with the app's Alipay public key before
-// anything in them is read. When the app has messages.aes_key, API
+// notifications are verified with the app's Alipay public key (or the
+// Alipay certificate they name) before anything in them is read. When the app has messages.aes_key, API
 // requests and responses use Alipay's content encryption (AES-CBC) too.
 package alipay
 
@@ -25,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -65,41 +68,105 @@ func newCore(app *config.App, opts adapters.Options) (core, error) {
 		return core{}, errors.New("alipay: app_id is required")
 	case app.PrivateKey == nil:
 		return core{}, fmt.Errorf("alipay: app %s: the application private key is required", app.ID)
-	case app.AlipayPublicKey == nil:
+	case app.AlipayCertMode() && (len(app.AlipayCerts) == 0 || len(app.AlipayRootCerts) == 0):
+		return core{}, fmt.Errorf("alipay: app %s: certificate mode needs the Alipay certificate and the root bundle", app.ID)
+	case !app.AlipayCertMode() && app.AlipayPublicKey == nil:
 		return core{}, fmt.Errorf("alipay: app %s: the Alipay public key is required", app.ID)
 	}
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = config.DefaultUpstreamTimeout
 	}
+	gateway := opts.Endpoints.AlipayGateway
+	if gateway == "" {
+		gateway = config.DefaultAlipayGateway
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	// The gateway URL goes to the SDK as is, so no host rewriting is needed.
 	hc, err := adapters.NewHTTPClient(timeout, "", "")
 	if err != nil {
 		return core{}, fmt.Errorf("alipay: %w", err)
 	}
-	gateway := opts.Endpoints.AlipayGateway
-	if gateway == "" {
-		gateway = config.DefaultAlipayGateway
-	}
-	privPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(app.PrivateKey)})
-	sdk, err := alipay.New(app.AppID, string(privPEM), true,
-		alipay.WithProductionGateway(gateway), alipay.WithHTTPClient(hc), alipay.WithTimeLocation(shanghai))
+	sdk, err := newSDK(app, gateway, hc)
 	if err != nil {
-		return core{}, fmt.Errorf("alipay: app %s: private key: %w", app.ID, err)
+		return core{}, err
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(app.AlipayPublicKey)
-	if err != nil {
-		return core{}, fmt.Errorf("alipay: app %s: Alipay public key: %w", app.ID, err)
-	}
-	if err := sdk.LoadAliPayPublicKey(string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))); err != nil {
-		return core{}, fmt.Errorf("alipay: app %s: Alipay public key: %w", app.ID, err)
+	c := core{appID: app.AppID, sdk: sdk, now: opts.Clock()}
+	if app.AlipayCertMode() {
+		// The download call has its own client: its answer is not verified
+		// by the SDK (the certificate in it is checked against the root),
+		// and it must not wait on the answer-peeking transport.
+		dlClient, err := adapters.NewHTTPClient(timeout, "", "")
+		if err != nil {
+			return core{}, fmt.Errorf("alipay: %w", err)
+		}
+		dl, err := newSDK(app, gateway, dlClient)
+		if err != nil {
+			return core{}, err
+		}
+		store := storeFor(app, dl, log)
+		hc.Transport = &certPeek{next: hc.Transport, store: store}
+		if err := store.attach(sdk); err != nil {
+			return core{}, fmt.Errorf("alipay: app %s: alipay_cert_file: %w", app.ID, err)
+		}
+		c.verifier = certFormVerifier(store)
+	} else {
+		pubDER, err := x509.MarshalPKIXPublicKey(app.AlipayPublicKey)
+		if err != nil {
+			return core{}, fmt.Errorf("alipay: app %s: Alipay public key: %w", app.ID, err)
+		}
+		if err := sdk.LoadAliPayPublicKey(string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}))); err != nil {
+			return core{}, fmt.Errorf("alipay: app %s: Alipay public key: %w", app.ID, err)
+		}
+		c.verifier = keyFormVerifier(app.AlipayPublicKey)
 	}
 	if app.Messages.AESKey != "" {
 		if err := sdk.SetEncryptKey(app.Messages.AESKey); err != nil {
 			return core{}, fmt.Errorf("alipay: app %s: messages.aes_key: %w", app.ID, err)
 		}
 	}
-	return core{appID: app.AppID, sdk: sdk, verifier: newFormVerifier(sdk, app.AlipayPublicKey), now: opts.Clock()}, nil
+	return c, nil
+}
+
+// newSDK builds an SDK client for app that sends requests to gateway
+// through hc. It is built in the SDK's sandbox mode, which only means it
+// never downloads Alipay certificates on its own (see certStore); the
+// gateway is the configured one either way. In certificate mode the
+// client sends app_cert_sn and alipay_root_cert_sn, which must be the
+// serial numbers minigate computes.
+func newSDK(app *config.App, gateway string, hc *http.Client) (*alipay.Client, error) {
+	privPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(app.PrivateKey)})
+	sdk, err := alipay.New(app.AppID, string(privPEM), false,
+		alipay.WithSandboxGateway(gateway), alipay.WithHTTPClient(hc), alipay.WithTimeLocation(shanghai))
+	if err != nil {
+		return nil, fmt.Errorf("alipay: app %s: private key: %w", app.ID, err)
+	}
+	if !app.AlipayCertMode() {
+		return sdk, nil
+	}
+	if err := sdk.LoadAppCertPublicKey(certPEM(app.AppCert)); err != nil {
+		return nil, fmt.Errorf("alipay: app %s: app_cert_file: %w", app.ID, err)
+	}
+	if err := sdk.LoadAliPayRootCert(certPEM(app.AlipayRootCerts...)); err != nil {
+		return nil, fmt.Errorf("alipay: app %s: alipay_root_cert_file: %w", app.ID, err)
+	}
+	vs, err := sdk.URLValues(alipay.TradeQuery{})
+	if err != nil {
+		return nil, fmt.Errorf("alipay: app %s: sign: %w", app.ID, err)
+	}
+	// smartwalle counts only SHA1- and SHA256-with-RSA roots, Alipay's
+	// SDKs every RSA root: the same for today's bundle, but a bundle where
+	// they differ would be refused by the gateway.
+	if got, want := vs.Get("alipay_root_cert_sn"), RootCertSN(app.AlipayRootCerts); got != want {
+		return nil, fmt.Errorf("alipay: app %s: alipay_root_cert_file: the SDK computes alipay_root_cert_sn %q, Alipay's rule %q", app.ID, got, want)
+	}
+	if got, want := vs.Get("app_cert_sn"), CertSN(app.AppCert); got != want {
+		return nil, fmt.Errorf("alipay: app %s: app_cert_file: the SDK computes app_cert_sn %q, Alipay's rule %q", app.ID, got, want)
+	}
+	return sdk, nil
 }
 
 // check turns a call's outcome into minigate's error. rsp is the SDK's
@@ -164,6 +231,9 @@ func classify(api string, err error) error {
 		}
 		return platformError(api, ae)
 	}
+	if errors.Is(err, alipay.ErrAliPublicKeyNotFound) {
+		return badResponse(api, "the answer is signed with an Alipay certificate (alipay_cert_sn) minigate does not trust", err)
+	}
 	if errors.Is(err, rsa.ErrVerification) {
 		return badResponse(api, "the response signature does not verify with the Alipay public key", err)
 	}
@@ -183,6 +253,10 @@ var authSubCodes = map[string]bool{
 	"isv.invalid-encrypt":              true,
 	"isv.decryption-error":             true,
 	"isv.insufficient-isv-permissions": true,
+	// Certificate mode: app_cert_sn or alipay_root_cert_sn is not the
+	// app's (the sub_codes developers report; not documented).
+	"isv.app-cert-not-exist":          true,
+	"isv.invalid-alipay-root-cert-sn": true,
 }
 
 // codeSubCodes say a login code is invalid, expired or already used.

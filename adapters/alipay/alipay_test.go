@@ -75,6 +75,13 @@ type env struct {
 
 func setup(t *testing.T, withAES bool) *env {
 	t.Helper()
+	return setupMode(t, withAES, false)
+}
+
+// setupMode is setup with the app in public-key certificate mode when
+// certMode is set.
+func setupMode(t *testing.T, withAES, certMode bool) *env {
+	t.Helper()
 	sim, simURL := testenv.Simulator(t)
 	e := &env{sim: sim, rcv: newCapture(t)}
 	id := make([]byte, 4)
@@ -82,6 +89,7 @@ func setup(t *testing.T, withAES bool) *env {
 	var err error
 	e.sbApp, e.cfg, err = sandbox.NewAppPair(sandbox.AppSpec{
 		ID: "ali-" + hex.EncodeToString(id), Platform: sandbox.Alipay, Pay: true, Key: testenv.Key, PublicURL: e.rcv.URL,
+		AlipayCertMode: certMode,
 	})
 	if err != nil {
 		t.Fatal(err)

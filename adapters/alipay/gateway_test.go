@@ -107,6 +107,10 @@ func TestErrorMapping(t *testing.T) {
 		{"status error", g.signed(m, `{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_STATUS_ERROR"}`), adapters.ReasonConflict, "40004"},
 		{"other business failure", g.signed(m, `{"code":"40004","msg":"Business Failed","sub_code":"ACQ.BUYER_BALANCE_NOT_ENOUGH"}`), adapters.ReasonRejected, "40004"},
 		{"call limited", g.signed(m, `{"code":"40005","msg":"Call Limited","sub_code":"aop.ACL_LIMIT"}`), adapters.ReasonRateLimited, "40005"},
+		{"wrong app_cert_sn", `{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.app-cert-not-exist"}}`, adapters.ReasonAuth, "40002"},
+		{"wrong root SN", `{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-alipay-root-cert-sn"}}`, adapters.ReasonAuth, "40002"},
+		{"a public-key-mode answer naming a certificate", `{"alipay_trade_query_response":{"code":"10000","msg":"Success"},"alipay_cert_sn":"0123456789abcdef0123456789abcdef","sign":"` +
+			base64.StdEncoding.EncodeToString(make([]byte, 256)) + `"}`, adapters.ReasonBadResponse, ""},
 		{"error_response", `{"error_response":{"code":"40002","msg":"Invalid Arguments","sub_code":"isv.invalid-app-id"}}`, adapters.ReasonAuth, "40002"},
 		{"forged signature", `{"alipay_trade_query_response":{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS","total_amount":"1.00"},"sign":"` +
 			base64.StdEncoding.EncodeToString(make([]byte, 256)) + `"}`, adapters.ReasonBadResponse, ""},

@@ -21,11 +21,14 @@ import (
 
 func TestMessagesFromSimulator(t *testing.T) {
 	t.Parallel()
-	for _, withAES := range []bool{false, true} {
+	for i, withAES := range []bool{false, true, false} {
 		name := map[bool]string{false: "plaintext", true: "encrypted"}[withAES]
+		if i == 2 {
+			name = "certificate mode"
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			e := setup(t, withAES)
+			e := setupMode(t, withAES, i == 2)
 			ctx := context.Background()
 			u := e.sim.User(e.sbApp, "hana")
 

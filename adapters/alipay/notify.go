@@ -57,27 +57,47 @@ func readForm(req webhooks.Request) (url.Values, error) {
 	return vs, nil
 }
 
-// formVerifier checks Alipay's RSA2 signatures on notification forms with
-// the app's Alipay public key.
+// formVerifier checks Alipay's RSA2 signatures on notification forms.
+// keys returns the keys a form may be signed with: sn is the form's
+// alipay_cert_sn ("" when it has none).
 type formVerifier struct {
-	sdk *alipay.Client
-	// withSignType verifies the signature variant that also signs sign_type
-	// (smartwalle's VerifySign, like Alipay's rsaCheckV1, excludes it).
-	withSignType nsign.Signer
+	keys func(ctx context.Context, sn string) ([]*rsa.PublicKey, error)
 }
 
-func newFormVerifier(sdk *alipay.Client, pub *rsa.PublicKey) formVerifier {
-	return formVerifier{
-		sdk:          sdk,
-		withSignType: nsign.New(nsign.WithMethod(nsign.NewRSAMethod(crypto.SHA256, nil, pub)), nsign.WithEncoder(alipay.Encoder{})),
-	}
+// keyFormVerifier verifies with the Alipay public key (public-key mode).
+func keyFormVerifier(pub *rsa.PublicKey) formVerifier {
+	return formVerifier{keys: func(_ context.Context, sn string) ([]*rsa.PublicKey, error) {
+		if sn != "" {
+			return nil, webhooks.Reject(webhooks.RejectUnsupported, "certificate-mode notification (alipay_cert_sn) for a public-key-mode app")
+		}
+		return []*rsa.PublicKey{pub}, nil
+	}}
+}
+
+// certFormVerifier verifies with the Alipay certificates the store trusts
+// (certificate mode): the one alipay_cert_sn names (downloaded if need
+// be), or, without alipay_cert_sn, each in turn.
+func certFormVerifier(store *certStore) formVerifier {
+	return formVerifier{keys: func(ctx context.Context, sn string) ([]*rsa.PublicKey, error) {
+		if sn == "" {
+			return store.keys(), nil
+		}
+		k, ok := store.ensure(ctx, sn)
+		if !ok {
+			return nil, webhooks.Reject(webhooks.RejectBadSignature, "alipay_cert_sn %q names no Alipay certificate minigate trusts", sn)
+		}
+		return []*rsa.PublicKey{k}, nil
+	}}
 }
 
 // verify checks vs's sign before anything else in vs is trusted. The
 // signed content is the sorted non-empty parameters except sign and
 // sign_type; with alsoWithSignType, content that includes sign_type is
 // accepted too (Alipay signs message-service notifications that way).
-// Empty parameters are dropped first: Alipay does not sign them, while the
+// A form with alipay_cert_sn is verified with that certificate, over
+// content with alipay_cert_sn (Alipay's documented rule: only sign and
+// sign_type are left out) or without it (smartwalle's rule). Empty
+// parameters are dropped first: Alipay does not sign them, while the
 // SDK's encoder would include them.
 func (f formVerifier) verify(ctx context.Context, vs url.Values, alsoWithSignType bool) error {
 	sign := vs.Get("sign")
@@ -86,10 +106,15 @@ func (f formVerifier) verify(ctx context.Context, vs url.Values, alsoWithSignTyp
 		return webhooks.Reject(webhooks.RejectMissingSignature, "no sign parameter")
 	case vs.Get("sign_type") != "RSA2":
 		return webhooks.Reject(webhooks.RejectUnsupported, "sign_type %q, want RSA2", vs.Get("sign_type"))
-	case vs.Has("alipay_cert_sn"):
-		// Certificate mode would have the SDK fetch certificates from the
-		// gateway while a callback waits; minigate uses public-key mode.
-		return webhooks.Reject(webhooks.RejectUnsupported, "certificate-mode notification (alipay_cert_sn)")
+	}
+	raw, err := base64.StdEncoding.DecodeString(sign)
+	if err != nil {
+		return webhooks.Reject(webhooks.RejectBadSignature, "sign is not base64")
+	}
+	sn := vs.Get("alipay_cert_sn")
+	keys, err := f.keys(ctx, sn)
+	if err != nil {
+		return err
 	}
 	signed := url.Values{}
 	for k, v := range vs {
@@ -97,17 +122,27 @@ func (f formVerifier) verify(ctx context.Context, vs url.Values, alsoWithSignTyp
 			signed[k] = v
 		}
 	}
-	err := f.sdk.VerifySign(ctx, signed)
-	if err != nil && alsoWithSignType {
-		raw, derr := base64.StdEncoding.DecodeString(sign)
-		if derr == nil {
-			err = f.withSignType.VerifyValues(signed, raw, nsign.WithIgnore("sign"))
+	ignores := [][]string{{"sign", "sign_type"}}
+	if alsoWithSignType {
+		ignores = append(ignores, []string{"sign"})
+	}
+	if sn != "" {
+		for _, ig := range ignores {
+			ignores = append(ignores, append(ig[:len(ig):len(ig)], "alipay_cert_sn"))
 		}
 	}
-	if err != nil {
-		return webhooks.Reject(webhooks.RejectBadSignature, "sign does not verify with the Alipay public key")
+	for _, k := range keys {
+		v := nsign.New(nsign.WithMethod(nsign.NewRSAMethod(crypto.SHA256, nil, k)), nsign.WithEncoder(alipay.Encoder{}))
+		for _, ig := range ignores {
+			if v.VerifyValues(signed, raw, nsign.WithIgnore(ig...)) == nil {
+				return nil
+			}
+		}
 	}
-	return nil
+	if sn != "" {
+		return webhooks.Reject(webhooks.RejectBadSignature, "sign does not verify with the Alipay certificate %s", sn)
+	}
+	return webhooks.Reject(webhooks.RejectBadSignature, "sign does not verify with the Alipay public key")
 }
 
 // ParseNotification verifies and reads an Alipay async notification

@@ -14,7 +14,15 @@ import (
 
 func TestPaymentsEndToEnd(t *testing.T) {
 	t.Parallel()
-	e := setup(t, false)
+	for _, mode := range []string{"public key", "certificate"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			paymentsEndToEnd(t, setupMode(t, false, mode == "certificate"))
+		})
+	}
+}
+
+func paymentsEndToEnd(t *testing.T, e *env) {
 	ctx := context.Background()
 	const no = "ord_e2e_1"
 	u := e.sim.User(e.sbApp, "carol")
