@@ -19,6 +19,7 @@ import (
 	"github.com/minigate/minigate/internal/config"
 	"github.com/minigate/minigate/internal/testenv"
 	"github.com/minigate/minigate/orders"
+	"github.com/minigate/minigate/reconcile"
 	"github.com/minigate/minigate/sandbox"
 )
 
@@ -98,7 +99,7 @@ func (r *receiver) waitEvents(t *testing.T, orderID string, want ...string) {
 	t.Fatalf("events for %s: got %v, want %v", orderID, got, want)
 }
 
-// suite is one platform's running instance with a logged-in user.
+// suite is one merchant mode's running instance with a logged-in user.
 type suite struct {
 	e        *testenv.Env
 	rcv      *receiver
@@ -109,13 +110,34 @@ type suite struct {
 	openID   string
 }
 
-func startSuite(t *testing.T, platform string) *suite {
+// merchantMode is one way a merchant connects: a platform and how its
+// merchant account is set up. Every mode runs the whole contract suite.
+type merchantMode struct {
+	name string
+	spec sandbox.AppSpec // Platform and merchant settings; ID is set per app
+}
+
+var merchantModes = []merchantMode{
+	{"wechat direct public key", sandbox.AppSpec{Platform: sandbox.WeChat, WeChatPayKeyMode: sandbox.KeyModePublicKey}},
+	{"wechat direct certificate", sandbox.AppSpec{Platform: sandbox.WeChat, WeChatPayKeyMode: sandbox.KeyModeCertificate}},
+	{"qq", sandbox.AppSpec{Platform: sandbox.QQ}},
+	{"alipay public key", sandbox.AppSpec{Platform: sandbox.Alipay}},
+	{"alipay certificate", sandbox.AppSpec{Platform: sandbox.Alipay, AlipayCertMode: true}},
+}
+
+// booksApp is the suite's second app, whose bill only the bill case
+// touches (the other cases run in parallel on "shop").
+const booksApp = "books"
+
+func startSuite(t *testing.T, m merchantMode) *suite {
 	rcv := newReceiver(t)
+	shop, books := m.spec, m.spec
+	shop.ID, shop.Pay, books.ID, books.Pay = "shop", true, booksApp, true
 	e := testenv.Start(t, testenv.Spec{
-		Apps:   []sandbox.AppSpec{{ID: "shop", Platform: platform, Pay: true}},
+		Apps:   []sandbox.AppSpec{shop, books},
 		Events: config.Events{URL: rcv.srv.URL, Secret: eventsSecret},
 	})
-	s := &suite{e: e, rcv: rcv, platform: platform, app: e.App("shop").ID}
+	s := &suite{e: e, rcv: rcv, platform: m.spec.Platform, app: e.App("shop").ID}
 	alice := e.Login(t, "shop", "alice")
 	s.token, s.userID, s.openID = alice.Token, alice.UserID, alice.OpenID
 	return s
@@ -287,8 +309,6 @@ func refused(t *testing.T, rep *sandbox.Report) {
 	}
 }
 
-var platforms = []string{sandbox.WeChat, sandbox.QQ, sandbox.Alipay}
-
 // wantPayParams are the keys each platform's client API takes.
 var wantPayParams = map[string][]string{
 	sandbox.WeChat: {"timeStamp", "nonceStr", "package", "signType", "paySign"},
@@ -298,10 +318,10 @@ var wantPayParams = map[string][]string{
 
 func TestPaymentsContract(t *testing.T) {
 	t.Parallel()
-	for _, platform := range platforms {
-		t.Run(platform, func(t *testing.T) {
+	for _, m := range merchantModes {
+		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
-			s := startSuite(t, platform)
+			s := startSuite(t, m)
 			for _, c := range contractCases {
 				t.Run(c.name, func(t *testing.T) {
 					t.Parallel()
@@ -327,6 +347,7 @@ var contractCases = []struct {
 	{"foreign merchant", testForeignMerchant},
 	{"unknown order", testUnknownOrder},
 	{"recovery sweep", testRecoverySweep},
+	{"bill", testBill},
 }
 
 func testPaid(t *testing.T, s *suite) {
@@ -666,5 +687,53 @@ func testRecoverySweep(t *testing.T, s *suite) {
 	})
 	if got := s.get(t, lost.ID); got.Status != "partially_refunded" || got.RefundedAmount != 500 {
 		t.Fatalf("after the swept refund: %s %d", got.Status, got.RefundedAmount)
+	}
+}
+
+// testBill reconciles a day of the books app: two payments (one whose
+// notification was lost) and a partial refund. The first run finds the
+// lost payment in the bill and recovers it; the second matches.
+func testBill(t *testing.T, s *suite) {
+	app := s.e.App(booksApp).ID
+	bob := s.e.Login(t, booksApp, "bob")
+	books := &suite{e: s.e, rcv: s.rcv, platform: s.platform, app: app, token: bob.Token, userID: bob.UserID, openID: bob.OpenID}
+	a, lost := books.create(t, 300), books.create(t, 450)
+	books.pay(t, a.ID)
+	books.pay(t, lost.ID)
+	rep, err := s.e.Sandbox.Pay(context.Background(), s.e.SandboxApp(booksApp), a.OutTradeNo, sandbox.Faults{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	books.acked(t, a.OutTradeNo, rep, sandbox.Faults{})
+	if rep, err := s.e.Sandbox.Pay(context.Background(), s.e.SandboxApp(booksApp), lost.OutTradeNo, sandbox.Faults{Drop: true}); err != nil || !rep.Dropped {
+		t.Fatalf("dropped payment: %v", err)
+	}
+	books.waitStatus(t, a.ID, "paid")
+	_, rf, _ := books.refund(t, a.ID, "bill-"+a.ID, 100)
+	books.waitRefund(t, a.ID, rf.ID)
+
+	today := reconcile.DateOf(time.Now())
+	if err := s.e.Sandbox.MarkBillReady(app, today.String()); err != nil {
+		t.Fatal(err)
+	}
+	run := func() reconcile.Report {
+		r := s.e.Do("POST", "/v1/reconciliations", map[string]any{"app": app, "date": today.String()}, testenv.Operator())
+		var rep reconcile.Report
+		r.Expect(t, http.StatusCreated, "reconcile", &rep)
+		return rep
+	}
+	first := run()
+	if len(first.Discrepancies) != 1 || first.Discrepancies[0].Kind != reconcile.MissingLocal ||
+		first.Discrepancies[0].OutTradeNo != lost.OutTradeNo || first.Discrepancies[0].Action != reconcile.ActionRecovered {
+		t.Fatalf("first run: %s %+v", first.Status, first.Discrepancies)
+	}
+	if b := first.Totals.Bill; b.Payments != 2 || b.PaymentAmount != 750 || b.Refunds != 1 || b.RefundAmount != 100 {
+		t.Fatalf("bill totals %+v", b)
+	}
+	if got := books.get(t, lost.ID); got.Status != "paid" {
+		t.Fatalf("the lost payment after reconciliation: %s", got.Status)
+	}
+	if second := run(); second.Status != reconcile.StatusMatched || second.Totals.Matched != 3 {
+		t.Fatalf("second run: %s %+v", second.Status, second.Discrepancies)
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 func TestCreateOrder(t *testing.T) {
 	t.Parallel()
-	s := startSuite(t, sandbox.WeChat)
+	s := startSuite(t, merchantModes[0])
 	path := "/v1/apps/" + s.app + "/orders"
 	post := func(key string, body any) *testenv.Response {
 		opts := []testenv.Opt{testenv.Operator()}
@@ -139,7 +139,7 @@ func TestCreateOrder(t *testing.T) {
 
 func TestPrepayFailureIsRetryable(t *testing.T) {
 	t.Parallel()
-	s := startSuite(t, sandbox.WeChat)
+	s := startSuite(t, merchantModes[0])
 	s.e.Sandbox.FailWeChatPay(s.e.App("shop").Pay.MchID, sandbox.WeChatPayError{API: "jsapi_prepay", Status: 500, Code: "SYSTEM_ERROR", Message: "busy"})
 	body := map[string]any{"user_id": s.userID, "amount": 300, "description": "retry me"}
 	post := func() *testenv.Response {
@@ -172,7 +172,7 @@ func TestPrepayFailureIsRetryable(t *testing.T) {
 
 func TestListOrders(t *testing.T) {
 	t.Parallel()
-	s := startSuite(t, sandbox.WeChat)
+	s := startSuite(t, merchantModes[0])
 	start := time.Now().Add(-time.Second)
 	var ids []string
 	for range 5 {
@@ -235,7 +235,7 @@ func TestListOrders(t *testing.T) {
 
 func TestRefundRetriedAfterPlatformFailure(t *testing.T) {
 	t.Parallel()
-	s := startSuite(t, sandbox.WeChat)
+	s := startSuite(t, merchantModes[0])
 	o := s.create(t, 100)
 	s.pay(t, o.ID)
 	s.paid(t, o.OutTradeNo, sandbox.Faults{})
