@@ -83,7 +83,7 @@ func TestCertRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	n, err := e.pay.ParseNotification(ctx, e.rcv.next(t))
-	if err != nil || n.Transaction.State != orders.PaymentPaid {
+	if err != nil || n.Payload.Transaction.State != orders.PaymentPaid {
 		t.Fatalf("notification signed with the rotated certificate: %+v %v", n, err)
 	}
 	if tx, err := e.pay.Query(ctx, "rot_1"); err != nil || tx.State != orders.PaymentPaid {
