@@ -58,6 +58,7 @@ const (
 	KindRefundRequested = "refund_requested" // a refund was reserved and sent to the platform
 	KindRefundSucceeded = "refund_succeeded"
 	KindRefundFailed    = "refund_failed"
+	KindPayerErased     = "payer_pseudonymised" // the payer's user was erased; openid / Alipay user id replaced by pseudonyms
 )
 
 // Event types published to the business backend.

@@ -40,6 +40,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives diagnostics (never tokens, codes or session keys).
 	Logger *slog.Logger
+	// Publish records an event in the caller's transaction (user.deleted);
+	// nil records none.
+	Publish func(ctx context.Context, tx *sqlx.Tx, typ string, data any) error
 }
 
 // Service logs users in and keeps their sessions. It implements
@@ -51,6 +54,11 @@ type Service struct {
 	ttl    time.Duration
 	now    func() time.Time
 	log    *slog.Logger
+
+	publish      func(ctx context.Context, tx *sqlx.Tx, typ string, data any) error
+	erasers      []Eraser
+	pseudonymKey []byte // Erasure.Pseudonym
+	erasedKey    []byte // erased_external_ids hashes
 }
 
 // tokenBytes is the entropy of a session token (256 bits); tokenLen is the
@@ -71,7 +79,13 @@ func New(pool *sqlx.DB, apps []App, opts Options) (*Service, error) {
 	if opts.TTL <= 0 {
 		return nil, errors.New("sessions: TTL must be positive")
 	}
-	s := &Service{db: pool, apps: make(map[string]*App, len(apps)), sealer: sl, ttl: opts.TTL, now: opts.Now, log: opts.Logger}
+	s := &Service{db: pool, apps: make(map[string]*App, len(apps)), sealer: sl, ttl: opts.TTL, now: opts.Now, log: opts.Logger, publish: opts.Publish}
+	if s.pseudonymKey, err = deriveKey(opts.SecretKey, purposePseudonym); err != nil {
+		return nil, err
+	}
+	if s.erasedKey, err = deriveKey(opts.SecretKey, purposeErasedExternalID); err != nil {
+		return nil, err
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -178,45 +192,19 @@ func (s *Service) Login(ctx context.Context, appID, code string, preferUnionID b
 	}
 	matchUnion := preferUnionID && login.UnionID != "" && a.UnionScope != ""
 	sess := sessionRow{ID: ids.New("ses"), App: a.ID, CreatedAt: now, ExpiresAt: now.Add(s.ttl)}
-	var ident *identityRow
-	created := false
-	err = db.InTx(ctx, s.db, func(tx *sqlx.Tx) error {
-		keys := []string{"identity\n" + a.ID + "\n" + login.OpenID}
-		if matchUnion {
-			keys = append(keys, "unionid\n"+a.UnionScope+"\n"+login.UnionID)
+	var (
+		ident   *identityRow
+		created bool
+	)
+	// A writer that does not take the login locks (an import) can create
+	// the identity between the lookup and the insert: the unique index
+	// refuses the insert, and the login runs again and finds it.
+	for attempt := 0; ; attempt++ {
+		ident, created, err = s.loginTx(ctx, a, n, matchUnion, &sess, hash)
+		if err == nil || attempt == 1 || !isUniqueViolation(err, identityAppOpenIDKey) {
+			break
 		}
-		if err := lockKeys(ctx, tx, keys); err != nil {
-			return err
-		}
-		existing, err := getIdentityByAppOpenID(ctx, tx, a.ID, login.OpenID)
-		switch {
-		case err == nil:
-			ident, err = updateIdentityLogin(ctx, tx, existing.ID, n)
-			if err != nil {
-				return err
-			}
-		case errors.Is(err, ErrNotFound):
-			if matchUnion {
-				n.UserID, err = findUserByUnionID(ctx, tx, a.UnionScope, login.UnionID)
-				if err != nil && !errors.Is(err, ErrNotFound) {
-					return err
-				}
-			}
-			if n.UserID == "" {
-				n.UserID, created = ids.New("usr"), true
-				if err := insertUser(ctx, tx, n.UserID, now); err != nil {
-					return err
-				}
-			}
-			if ident, err = insertIdentity(ctx, tx, n); err != nil {
-				return err
-			}
-		default:
-			return err
-		}
-		sess.UserID, sess.IdentityID = ident.UserID, ident.ID
-		return insertSession(ctx, tx, sess, hash)
-	})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sessions: login: %w", err)
 	}
@@ -227,6 +215,55 @@ func (s *Service) Login(ctx context.Context, appID, code string, preferUnionID b
 		res.User.UnionID = &ident.UnionID.String
 	}
 	return res, nil
+}
+
+// loginTx is Login's transaction: find or create the identity (and its
+// user) under the login locks, and insert the session.
+func (s *Service) loginTx(ctx context.Context, a *App, n newIdentity, matchUnion bool, sess *sessionRow, hash []byte) (*identityRow, bool, error) {
+	var (
+		ident   *identityRow
+		created bool
+	)
+	err := db.InTx(ctx, s.db, func(tx *sqlx.Tx) error {
+		keys := []string{identityLockKey(n.App, n.OpenID)}
+		if matchUnion {
+			keys = append(keys, unionLockKey(a.UnionScope, n.UnionID))
+		}
+		if err := lockKeys(ctx, tx, keys); err != nil {
+			return err
+		}
+		existing, err := getIdentityByAppOpenID(ctx, tx, n.App, n.OpenID)
+		switch {
+		case err == nil:
+			ident, err = updateIdentityLogin(ctx, tx, existing.ID, n)
+			if err != nil {
+				return err
+			}
+		case errors.Is(err, ErrNotFound):
+			n := n
+			n.Source = IdentitySourceLogin
+			if matchUnion {
+				n.UserID, err = findUserByUnionID(ctx, tx, a.UnionScope, n.UnionID)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return err
+				}
+			}
+			if n.UserID == "" {
+				n.UserID, created = ids.New("usr"), true
+				if err := insertUser(ctx, tx, n.UserID, n.At); err != nil {
+					return err
+				}
+			}
+			if ident, err = insertIdentity(ctx, tx, n); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+		sess.UserID, sess.IdentityID = ident.UserID, ident.ID
+		return insertSession(ctx, tx, *sess, hash)
+	})
+	return ident, created, err
 }
 
 // newToken returns a fresh session token and its hash.
@@ -283,13 +320,30 @@ type VerifiedPhone struct {
 // IdentityView is a platform identity as the API shows it (never the
 // session key).
 type IdentityView struct {
-	App          string    `json:"app"`
-	Platform     string    `json:"platform"`
-	OpenID       string    `json:"openid"`
-	UnionID      *string   `json:"unionid"`
-	AlipayUserID *string   `json:"alipay_user_id,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-	LastLoginAt  time.Time `json:"last_login_at"`
+	ID           string  `json:"id"`
+	App          string  `json:"app"`
+	Platform     string  `json:"platform"`
+	OpenID       string  `json:"openid"`
+	UnionID      *string `json:"unionid"`
+	AlipayUserID *string `json:"alipay_user_id,omitempty"`
+	// Source is how the identity came: login, link or import.
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+	// LastLoginAt is null for an imported identity that has not logged in
+	// through minigate yet.
+	LastLoginAt *time.Time `json:"last_login_at"`
+}
+
+func identityView(i *identityRow) IdentityView {
+	v := IdentityView{
+		ID: i.PublicID, App: i.App, Platform: i.Platform, OpenID: i.OpenID,
+		UnionID: optional(i.UnionID), AlipayUserID: optional(i.AlipayUserID),
+		Source: i.Source, CreatedAt: i.CreatedAt,
+	}
+	if i.LastLoginAt.Valid {
+		v.LastLoginAt = &i.LastLoginAt.Time
+	}
+	return v
 }
 
 // SessionView describes the session a request was made with.
@@ -324,18 +378,9 @@ func (s *Service) Me(ctx context.Context, p auth.Principal) (*Me, error) {
 		ID: u.ID, CreatedAt: u.CreatedAt, Identities: make([]IdentityView, 0, len(idents)),
 		Session: SessionView{ID: sess.ID, App: sess.App, ExpiresAt: sess.ExpiresAt},
 	}
-	if u.PhoneNumber.Valid {
-		me.Phone = &VerifiedPhone{
-			Phone:      Phone{PhoneNumber: u.PhoneNumber.String, PurePhoneNumber: u.PurePhoneNumber.String, CountryCode: u.PhoneCountryCode.String},
-			VerifiedAt: u.PhoneVerifiedAt.Time,
-		}
-	}
-	for _, i := range idents {
-		me.Identities = append(me.Identities, IdentityView{
-			App: i.App, Platform: i.Platform, OpenID: i.OpenID,
-			UnionID: optional(i.UnionID), AlipayUserID: optional(i.AlipayUserID),
-			CreatedAt: i.CreatedAt, LastLoginAt: i.LastLoginAt,
-		})
+	me.Phone = u.phone()
+	for i := range idents {
+		me.Identities = append(me.Identities, identityView(&idents[i]))
 	}
 	return me, nil
 }

@@ -9,10 +9,48 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/minigate/minigate/internal/ids"
 )
 
 // ErrNotFound is returned by store lookups that match no row.
 var ErrNotFound = errors.New("sessions: not found")
+
+// How an identity came to its user (identities.source).
+const (
+	IdentitySourceLogin  = "login"  // a first login created it
+	IdentitySourceLink   = "link"   // the logged-in user linked it (POST /v1/me/identities)
+	IdentitySourceImport = "import" // an import (minigate import leancloud) created it
+)
+
+// identityIDPrefix starts public identity ids (idn_…).
+const identityIDPrefix = "idn"
+
+// identityAppOpenIDKey is the unique constraint on (app, openid).
+const identityAppOpenIDKey = "identities_app_openid_key"
+
+// identityLockKey and unionLockKey name the advisory locks (IdentityLock)
+// that serialize the writers of one identity and of one unionid in a scope.
+func identityLockKey(app, openID string) string { return "identity\n" + app + "\n" + openID }
+func unionLockKey(scope, unionID string) string { return "unionid\n" + scope + "\n" + unionID }
+
+// isUniqueViolation reports whether err is Postgres refusing a row that
+// breaks the unique constraint named constraint.
+func isUniqueViolation(err error, constraint string) bool {
+	var pe *pq.Error
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.Constraint == constraint
+}
+
+// phone returns the user's verified phone number, nil when none.
+func (u *userRow) phone() *VerifiedPhone {
+	if !u.PhoneNumber.Valid {
+		return nil
+	}
+	return &VerifiedPhone{
+		Phone:      Phone{PhoneNumber: u.PhoneNumber.String, PurePhoneNumber: u.PurePhoneNumber.String, CountryCode: u.PhoneCountryCode.String},
+		VerifiedAt: u.PhoneVerifiedAt.Time,
+	}
+}
 
 // userRow is a row of users.
 type userRow struct {
@@ -21,6 +59,9 @@ type userRow struct {
 	PurePhoneNumber  sql.NullString `db:"pure_phone_number"`
 	PhoneCountryCode sql.NullString `db:"phone_country_code"`
 	PhoneVerifiedAt  sql.NullTime   `db:"phone_verified_at"`
+	Metadata         []byte         `db:"metadata"`
+	DeletedAt        sql.NullTime   `db:"deleted_at"`
+	DeletedBy        sql.NullString `db:"deleted_by"`
 	CreatedAt        time.Time      `db:"created_at"`
 	UpdatedAt        time.Time      `db:"updated_at"`
 }
@@ -28,6 +69,8 @@ type userRow struct {
 // identityRow is a row of identities.
 type identityRow struct {
 	ID                  int64          `db:"id"`
+	PublicID            string         `db:"public_id"`
+	Source              string         `db:"source"`
 	App                 string         `db:"app"`
 	Platform            string         `db:"platform"`
 	OpenID              string         `db:"openid"`
@@ -38,7 +81,7 @@ type identityRow struct {
 	SessionKeySealed    []byte         `db:"session_key_sealed"`
 	SessionKeyUpdatedAt sql.NullTime   `db:"session_key_updated_at"`
 	CreatedAt           time.Time      `db:"created_at"`
-	LastLoginAt         time.Time      `db:"last_login_at"`
+	LastLoginAt         sql.NullTime   `db:"last_login_at"`
 }
 
 // sessionRow is a row of sessions (without the token hash).
@@ -51,7 +94,10 @@ type sessionRow struct {
 	ExpiresAt  time.Time `db:"expires_at"`
 }
 
-const identityColumns = `id, app, platform, openid, unionid, union_scope, alipay_user_id, user_id,
+const userColumns = `id, phone_number, pure_phone_number, phone_country_code, phone_verified_at,
+	metadata, deleted_at, deleted_by, created_at, updated_at`
+
+const identityColumns = `id, public_id, source, app, platform, openid, unionid, union_scope, alipay_user_id, user_id,
 	session_key_sealed, session_key_updated_at, created_at, last_login_at`
 
 // Queries, named entity-first.
@@ -69,16 +115,23 @@ const (
 
 	IdentityListByUser = `SELECT ` + identityColumns + ` FROM identities WHERE user_id = $1 ORDER BY created_at, id`
 
+	// IdentityListByUsers lists the identities of several users.
+	IdentityListByUsers = `SELECT ` + identityColumns + ` FROM identities WHERE user_id = ANY($1) ORDER BY created_at, id`
+
 	// IdentityFindUserByUnionID returns the user of the oldest identity
-	// with this unionid in the scope.
-	IdentityFindUserByUnionID = `SELECT user_id FROM identities
-	WHERE union_scope = $1 AND unionid = $2
-	ORDER BY created_at, id LIMIT 1`
+	// with this unionid in the scope, else the user an import gave the
+	// unionid to (user_unionids).
+	IdentityFindUserByUnionID = `SELECT user_id FROM (
+	  (SELECT user_id, 0 AS pref FROM identities WHERE union_scope = $1 AND unionid = $2
+	   ORDER BY created_at, id LIMIT 1)
+	  UNION ALL
+	  (SELECT user_id, 1 FROM user_unionids WHERE union_scope = $1 AND unionid = $2)
+	) AS m ORDER BY pref LIMIT 1`
 
 	IdentityInsert = `INSERT INTO identities
-	(app, platform, openid, unionid, union_scope, alipay_user_id, user_id,
+	(public_id, source, app, platform, openid, unionid, union_scope, alipay_user_id, user_id,
 	 session_key_sealed, session_key_updated_at, created_at, last_login_at)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::bytea IS NULL THEN NULL ELSE $9::timestamptz END, $9, $9)
+	VALUES ($10, $11, $1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::bytea IS NULL THEN NULL ELSE $9::timestamptz END, $9, $9)
 	RETURNING ` + identityColumns
 
 	// IdentityUpdateLogin records a login on an existing identity: the
@@ -97,11 +150,10 @@ const (
 
 	UserInsert = `INSERT INTO users (id, created_at, updated_at) VALUES ($1, $2, $2)`
 
-	UserGetByID = `SELECT id, phone_number, pure_phone_number, phone_country_code, phone_verified_at,
-	created_at, updated_at FROM users WHERE id = $1`
+	UserGetByID = `SELECT ` + userColumns + ` FROM users WHERE id = $1`
 
 	UserSetPhone = `UPDATE users SET phone_number = $2, pure_phone_number = $3, phone_country_code = $4,
-	phone_verified_at = $5, updated_at = $5 WHERE id = $1`
+	phone_verified_at = $5, updated_at = $5 WHERE id = $1 AND deleted_at IS NULL`
 
 	SessionInsert = `INSERT INTO sessions (id, token_hash, user_id, identity_id, app, created_at, expires_at)
 	VALUES ($1, $2, $3, $4, $5, $6, $7)`
@@ -198,6 +250,9 @@ type newIdentity struct {
 	AlipayUserID, UserID  string
 	SessionKeySealed      []byte
 	At                    time.Time
+	// Source is how the identity came (IdentitySourceLogin, …Link); set
+	// for inserts only.
+	Source string
 }
 
 func insertIdentity(ctx context.Context, ex sqlx.ExtContext, n newIdentity) (*identityRow, error) {
@@ -208,7 +263,7 @@ func insertIdentity(ctx context.Context, ex sqlx.ExtContext, n newIdentity) (*id
 	}
 	err := sqlx.GetContext(ctx, ex, &r, IdentityInsert, n.App, n.Platform, n.OpenID,
 		nullString(n.UnionID), nullString(scope), nullString(n.AlipayUserID), n.UserID,
-		n.SessionKeySealed, n.At)
+		n.SessionKeySealed, n.At, ids.New(identityIDPrefix), n.Source)
 	if err != nil {
 		return nil, fmt.Errorf("sessions: insert identity: %w", err)
 	}

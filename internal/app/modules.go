@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jmoiron/sqlx"
 	"github.com/riverqueue/river"
 
 	customerservice "github.com/minigate/minigate/customer-service"
@@ -18,13 +19,6 @@ import (
 // and periodic jobs, and collects their routes.
 func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Workers) (*modules, error) {
 	m := &modules{}
-	sess, err := a.buildSessions(opts)
-	if err != nil {
-		return nil, err
-	}
-	m.auth = auth.New(a.Config.APIKeys, sess)
-	m.routes = append(m.routes, sess.Routes)
-
 	// Events to the business backend: the domain services publish them.
 	evs, err := events.New(a.DB, events.Options{
 		URL: a.Config.Events.URL, Secret: a.Config.Events.Secret,
@@ -33,6 +27,12 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 	if err != nil {
 		return nil, err
 	}
+	sess, err := a.buildSessions(opts, evs)
+	if err != nil {
+		return nil, err
+	}
+	m.auth = auth.New(a.Config.APIKeys, sess)
+	m.routes = append(m.routes, sess.Routes)
 	m.workerCount += evs.AddWorkers(workers)
 	ords, err := a.buildOrders(m, opts, workers, sess, evs)
 	if err != nil {
@@ -49,18 +49,20 @@ func (a *App) buildModules(ctx context.Context, opts Options, workers *river.Wor
 		return nil, err
 	}
 	m.routes = append(m.routes, cs.Mount)
-	callbacks := a.buildCallbacks(opts, customerservice.NewInbox(evs, opts.Now), ords)
+	callbacks, pipeline := a.buildCallbacks(opts, customerservice.NewInbox(evs, opts.Now), ords)
 	m.routes = append(m.routes, callbacks, evs.Mount)
+	registerErasers(sess, ords, cs, pipeline, evs)
 	return m, nil
 }
 
 // buildCallbacks builds the callback pipeline and returns the routes that
 // feed it: /callbacks/{app}/messages (message pushes, into the inbox),
 // /callbacks/{app}/payments (payment and refund notifications, into
-// orders) and the rejected-callbacks listing. Every callback flows one way:
+// orders) and the rejected-callbacks listing, and the pipeline (which
+// erasures scrub). Every callback flows one way:
 // platform → adapter (verify, open) → pipeline (store, de-duplicate) →
 // sink (domain state, events) → reply.
-func (a *App) buildCallbacks(opts Options, inbox webhooks.MessageSink, ords webhooks.PaymentSink[*orders.Notification]) func(fiber.Router, *auth.Authenticator) {
+func (a *App) buildCallbacks(opts Options, inbox webhooks.MessageSink, ords webhooks.PaymentSink[*orders.Notification]) (func(fiber.Router, *auth.Authenticator), *webhooks.Pipeline) {
 	pipeline := webhooks.NewPipeline(a.DB, webhooks.Options{
 		BodyLimit: a.Config.Limits.BodyBytes, RejectedKept: a.Config.Limits.RejectedCallbacksKept,
 		Logger: a.Log.With("component", "webhooks"), Now: opts.Now,
@@ -81,12 +83,12 @@ func (a *App) buildCallbacks(opts Options, inbox webhooks.MessageSink, ords webh
 		messages.Mount(r)
 		payments.Mount(r)
 		pipeline.MountOperator(r, au)
-	}
+	}, pipeline
 }
 
 // buildSessions constructs the sessions service (logins, session tokens,
 // phone numbers, decryption) over every app with a login adapter.
-func (a *App) buildSessions(opts Options) (*sessions.Service, error) {
+func (a *App) buildSessions(opts Options, evs *events.Service) (*sessions.Service, error) {
 	var apps []sessions.App
 	for _, c := range a.Config.Apps {
 		p := a.platforms[c.ID]
@@ -98,6 +100,10 @@ func (a *App) buildSessions(opts Options) (*sessions.Service, error) {
 	return sessions.New(a.DB, apps, sessions.Options{
 		SecretKey: a.Config.SecretKey, TTL: a.Config.Sessions.TTL, Now: opts.Now,
 		Logger: a.Log.With("component", "sessions"),
+		Publish: func(ctx context.Context, tx *sqlx.Tx, typ string, data any) error {
+			_, err := evs.Publish(ctx, tx, typ, data)
+			return err
+		},
 	})
 }
 
