@@ -198,6 +198,9 @@ type App struct {
 	UnionScope string   `yaml:"union_scope"`
 	Messages   Messages `yaml:"messages"`
 	Pay        *Pay     `yaml:"pay"`
+	// VirtualPayment is WeChat virtual payment (xpay); nil when the app
+	// does not sell virtual goods or coins.
+	VirtualPayment *VirtualPayment `yaml:"virtual_payment"`
 
 	// Alipay application keys: the application private key, and either the
 	// Alipay public key (public-key mode) or three certificate files
@@ -264,6 +267,40 @@ type Pay struct {
 	PrivateKey *rsa.PrivateKey `yaml:"-"`
 	// PublicKey is the parsed WeChat Pay public key (public-key mode).
 	PublicKey *rsa.PublicKey `yaml:"-"`
+}
+
+// Virtual payment environments (virtual_payment.env).
+const (
+	VirtualPaymentProduction = "production"
+	VirtualPaymentSandbox    = "sandbox"
+)
+
+// VirtualPayment configures WeChat virtual payment (虚拟支付, xpay): the
+// values of the mini-program console's 虚拟支付 → 基础配置 page.
+type VirtualPayment struct {
+	// OfferID is the console's offerid (signData.offerId).
+	OfferID string `yaml:"offer_id"`
+	// AppKey signs production requests; SandboxAppKey sandbox ones.
+	AppKey        string `yaml:"app_key"`
+	SandboxAppKey string `yaml:"sandbox_app_key"`
+	// Env is production (the default) or sandbox: which AppKey signs and
+	// which environment orders are made in.
+	Env string `yaml:"env"`
+	// CoinPrice is the price of one coin in fen, as set with the coin
+	// exchange rate in the console; 0 means coins are not sold
+	// (virtual_coins orders are refused).
+	CoinPrice int64 `yaml:"coin_price"`
+}
+
+// Sandbox reports whether the app uses WeChat's virtual payment sandbox.
+func (v *VirtualPayment) Sandbox() bool { return v.Env == VirtualPaymentSandbox }
+
+// ActiveAppKey is the AppKey of the configured environment.
+func (v *VirtualPayment) ActiveAppKey() string {
+	if v.Sandbox() {
+		return v.SandboxAppKey
+	}
+	return v.AppKey
 }
 
 // Error is a configuration error: one line naming the app and the key.

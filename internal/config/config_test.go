@@ -56,6 +56,7 @@ apps:
       api_v3_key: "0123456789abcdef0123456789abcdef"
       public_key_id: "PUB_KEY_ID_0001"
       public_key_file: "` + pub + `"
+    virtual_payment: { offer_id: "1450000001", app_key: "${XPAY_KEY}", sandbox_app_key: "sandboxkey", coin_price: 10 }
   - id: shop-qq
     platform: qq
     app_id: "1112345678"
@@ -75,6 +76,7 @@ func env(extra map[string]string) func(string) (string, bool) {
 		"SECRET":      strings.Repeat("s", 32),
 		"BACKEND_KEY": "backend-key-0123456789",
 		"WX_SECRET":   "wxsecret",
+		"XPAY_KEY":    "xpaykey",
 	}
 	for k, v := range extra {
 		m[k] = v
@@ -97,6 +99,9 @@ func TestParseValid(t *testing.T) {
 	wx := cfg.App("shop-wx")
 	if wx.AppSecret != "wxsecret" || wx.Pay.PrivateKey == nil || wx.Pay.PublicKey == nil {
 		t.Errorf("wechat app not expanded/loaded: %+v", wx)
+	}
+	if vp := wx.VirtualPayment; vp == nil || vp.Env != VirtualPaymentProduction || vp.ActiveAppKey() != "xpaykey" || vp.CoinPrice != 10 {
+		t.Errorf("virtual_payment not expanded or defaulted: %+v", vp)
 	}
 	if ali := cfg.App("shop-ali"); ali.PrivateKey == nil || ali.AlipayPublicKey == nil {
 		t.Errorf("alipay keys not loaded")
@@ -185,6 +190,14 @@ func TestParseErrors(t *testing.T) {
 		{"short callback retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { callbacks: 24h }", `config: retention.callbacks: must be at least 48h0m0s`},
 		{"short event retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { events: 1h }", `config: retention.events: must be at least 24h0m0s`},
 		{"short session retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { sessions: 1h }", `config: retention.sessions: must be at least 24h0m0s`},
+		{"xpay on qq", `pay: { mch_id: "123", api_key: "k" }`, `pay: { mch_id: "123", api_key: "k" }
+    virtual_payment: { offer_id: "1", app_key: "k" }`, `config: app "shop-qq": virtual_payment: only wechat apps`},
+		{"xpay without offer id", `offer_id: "1450000001", `, ``, `config: app "shop-wx": virtual_payment.offer_id: required`},
+		{"xpay without app key", `app_key: "${XPAY_KEY}"`, `app_key: "${NOPE}"`, `config: app "shop-wx": virtual_payment.app_key: required with env production`},
+		{"xpay sandbox without its key", `sandbox_app_key: "sandboxkey"`, `sandbox_app_key: "", env: sandbox`, `config: app "shop-wx": virtual_payment.sandbox_app_key: required with env sandbox`},
+		{"xpay unknown env", `coin_price: 10`, `coin_price: 10, env: test`, `config: app "shop-wx": virtual_payment.env: must be production or sandbox`},
+		{"xpay negative coin price", `coin_price: 10`, `coin_price: -1`, `config: app "shop-wx": virtual_payment.coin_price: must be from 0`},
+		{"xpay without message token", `messages: { token: "tok", encoding_aes_key: "` + aesKey43 + `" }`, ``, `config: app "shop-wx": messages.token: required with virtual_payment`},
 		{"short job retention", `listen: ":9000"`, "listen: \":9000\"\nretention: { completed_jobs: 1s }", `config: retention.completed_jobs: must be at least 1m`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -256,4 +269,16 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("multi-line error: %q", err)
 		}
 	})
+}
+
+func TestVirtualPaymentSandboxEnv(t *testing.T) {
+	priv, pub := writeKeys(t, t.TempDir())
+	doc := strings.Replace(validDoc(priv, pub), `coin_price: 10`, `coin_price: 10, env: sandbox`, 1)
+	cfg, err := Parse([]byte(doc), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vp := cfg.App("shop-wx").VirtualPayment; !vp.Sandbox() || vp.ActiveAppKey() != "sandboxkey" {
+		t.Fatalf("sandbox env: %+v signs with %q", vp, vp.ActiveAppKey())
+	}
 }

@@ -163,6 +163,11 @@ func (a *App) validate(c *Config) *keyErr {
 	default:
 		return kerr("platform", "unknown platform %q (want wechat, qq or alipay)", a.Platform)
 	}
+	if a.VirtualPayment != nil {
+		if err := a.validateVirtualPayment(); err != nil {
+			return err
+		}
+	}
 	if a.Pay != nil {
 		if c.PublicURL == "" && !c.Sandbox {
 			return kerr("pay", "public_url is required to build notify URLs")
@@ -188,6 +193,53 @@ func (a *App) validateWeChatMessages() *keyErr {
 		}
 	}
 	return nil
+}
+
+// maxCoinPrice bounds virtual_payment.coin_price (fen per coin): 1,000 yuan.
+const maxCoinPrice = 100_000
+
+// validateVirtualPayment checks the virtual_payment section of a WeChat app
+// and fills in the default env.
+func (a *App) validateVirtualPayment() *keyErr {
+	v := a.VirtualPayment
+	if a.Platform != WeChat {
+		return kerr("virtual_payment", "only wechat apps have virtual payment")
+	}
+	if v.Env == "" {
+		v.Env = VirtualPaymentProduction
+	}
+	switch {
+	case v.Env != VirtualPaymentProduction && v.Env != VirtualPaymentSandbox:
+		return kerr("virtual_payment.env", "must be production or sandbox, got %q", v.Env)
+	case v.OfferID == "":
+		return kerr("virtual_payment.offer_id", "required")
+	case !printable(v.OfferID):
+		return kerr("virtual_payment.offer_id", "must be printable ASCII without spaces")
+	case v.Env == VirtualPaymentProduction && v.AppKey == "":
+		return kerr("virtual_payment.app_key", "required with env production")
+	case v.Env == VirtualPaymentSandbox && v.SandboxAppKey == "":
+		return kerr("virtual_payment.sandbox_app_key", "required with env sandbox")
+	case v.AppKey != "" && !printable(v.AppKey):
+		return kerr("virtual_payment.app_key", "must be printable ASCII without spaces")
+	case v.SandboxAppKey != "" && !printable(v.SandboxAppKey):
+		return kerr("virtual_payment.sandbox_app_key", "must be printable ASCII without spaces")
+	case v.CoinPrice < 0 || v.CoinPrice > maxCoinPrice:
+		return kerr("virtual_payment.coin_price", "must be from 0 to %d fen per coin", maxCoinPrice)
+	case a.Messages.Token == "":
+		// Deliveries, coin payments and refunds arrive as message pushes.
+		return kerr("messages.token", "required with virtual_payment: its notifications arrive as message pushes")
+	}
+	return nil
+}
+
+// printable reports whether s is non-empty printable ASCII without spaces.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // DecodeEncodingAESKey turns a 43-character EncodingAESKey into its 32-byte key.
