@@ -46,6 +46,12 @@ const (
 	ReasonQuotaExceeded  Reason = "reply_quota_exceeded"
 	ReasonRejected       Reason = "rejected" // any other business refusal
 	ReasonBadResponse    Reason = "bad_response"
+	// ReasonSessionKeyExpired: the user's session_key is unknown to the
+	// platform or expired (WeChat calls signed with it); the user must log
+	// in again.
+	ReasonSessionKeyExpired Reason = "session_key_expired"
+	// ReasonInsufficientFunds: the user's balance (coins) is too low.
+	ReasonInsufficientFunds Reason = "insufficient_funds"
 )
 
 // PlatformError is a failed platform call.
@@ -123,6 +129,10 @@ func (e *PlatformError) AppError() *apperr.Error {
 		kind, code, msg = apperr.RateLimited, "reply_quota_exceeded", "the reply quota for this user is used up"
 	case ReasonInvalidRequest:
 		kind, code, msg = apperr.Rejected, "platform_invalid_request", "the platform rejected the request's parameters"
+	case ReasonSessionKeyExpired:
+		kind, code, msg = apperr.Conflict, "session_key_expired", "the user's login has expired at the platform: log in again (wx.login and POST /v1/apps/{app}/sessions), then retry"
+	case ReasonInsufficientFunds:
+		kind, code, msg = apperr.Conflict, "insufficient_balance", "the user's balance is too low"
 	}
 	ae := apperr.Wrap(e, kind, code, msg).WithDetail("platform", e.Platform)
 	if e.Code != "" {
@@ -272,6 +282,21 @@ type TokenSource interface {
 	Refresh(ctx context.Context, stale string) (string, error)
 }
 
+// SessionKeys hands adapters the session_key of a user's latest login, for
+// platform calls signed with it (WeChat virtual payment). It is implemented
+// by sessions.KeyReader; the key never leaves the server.
+type SessionKeys interface {
+	// SessionKey returns the session_key of openID's latest login to app
+	// (minigate app id). When none is stored, or it cannot be opened, the
+	// error wraps ErrNoSessionKey.
+	SessionKey(ctx context.Context, app, openID string) (string, error)
+}
+
+// ErrNoSessionKey says no usable session_key is stored for a user: the user
+// must log in again. Adapters report it as a PlatformError with Reason
+// session_key_expired.
+var ErrNoSessionKey = errors.New("no usable session_key is stored for the user")
+
 // Options are what every adapter constructor takes besides its app's config:
 //
 //	wechat.New(app, opts) / qq.New(app, opts) / alipay.New(app, opts)   sessions.Authenticator, sessions.PhoneNumberer
@@ -285,6 +310,8 @@ type Options struct {
 	Timeout time.Duration
 	// Tokens supplies access tokens (WeChat/QQ calls that need one).
 	Tokens TokenSource
+	// SessionKeys supplies users' session keys (WeChat virtual payment).
+	SessionKeys SessionKeys
 	// CallbackWindow is how far a callback's timestamp may be from now.
 	CallbackWindow time.Duration
 	// Now is the clock; nil means time.Now.
