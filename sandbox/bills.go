@@ -95,6 +95,22 @@ func billAccount(a *App) (string, error) {
 	return "", fmt.Errorf("sandbox: app %s has no merchant account", a.ID)
 }
 
+// billAccounts names every book of app a that has bills: its merchant
+// account and, for WeChat apps with virtual payment, that too.
+func billAccounts(a *App) ([]string, error) {
+	var out []string
+	if acc, err := billAccount(a); err == nil {
+		out = append(out, acc)
+	}
+	if a.Platform == WeChat && a.XPay != nil {
+		out = append(out, xpayBillAccount(a))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("sandbox: app %s has no merchant account", a.ID)
+	}
+	return out, nil
+}
+
 // parseBillDate reads "YYYY-MM-DD" (or "YYYYMMDD") as a day in Asia/Shanghai.
 func parseBillDate(s string) (time.Time, error) {
 	for _, l := range []string{time.DateOnly, "20060102"} {
@@ -116,38 +132,42 @@ func (st *billState) day(account string, day time.Time) *billDay {
 	return d
 }
 
-// billDayOf names the books and the day of app's bill for date
+// billDayOf names the books and the day of app's bills for date
 // (YYYY-MM-DD).
-func (s *Sandbox) billDayOf(appID, date string) (account string, day time.Time, err error) {
+func (s *Sandbox) billDayOf(appID, date string) (accounts []string, day time.Time, err error) {
 	a := s.App(appID)
 	if a == nil {
-		return "", time.Time{}, fmt.Errorf("sandbox: unknown app %q", appID)
+		return nil, time.Time{}, fmt.Errorf("sandbox: unknown app %q", appID)
 	}
-	if account, err = billAccount(a); err != nil {
-		return "", time.Time{}, err
+	if accounts, err = billAccounts(a); err != nil {
+		return nil, time.Time{}, err
 	}
 	if day, err = parseBillDate(date); err != nil {
-		return "", time.Time{}, err
+		return nil, time.Time{}, err
 	}
-	return account, day, nil
+	return accounts, day, nil
 }
 
-// MarkBillReady makes app's bill for date (YYYY-MM-DD) available now,
+// MarkBillReady makes app's bills for date (YYYY-MM-DD) available now,
 // before the usual 10:00 the next day.
 func (s *Sandbox) MarkBillReady(appID, date string) error {
-	account, day, err := s.billDayOf(appID, date)
+	accounts, day, err := s.billDayOf(appID, date)
 	if err != nil {
 		return err
 	}
 	s.bills.mu.Lock()
 	defer s.bills.mu.Unlock()
-	s.bills.day(account, day).ready = true
+	for _, account := range accounts {
+		s.bills.day(account, day).ready = true
+	}
 	return nil
 }
 
-// DivergeBill adds divergences to app's bill for date (YYYY-MM-DD).
+// DivergeBill adds divergences to app's bills for date (YYYY-MM-DD).
+// Omissions and amounts apply to whichever bill has the order; extra
+// payments go to the first (the merchant account's).
 func (s *Sandbox) DivergeBill(appID, date string, d BillDivergence) error {
-	account, day, err := s.billDayOf(appID, date)
+	accounts, day, err := s.billDayOf(appID, date)
 	if err != nil {
 		return err
 	}
@@ -158,15 +178,19 @@ func (s *Sandbox) DivergeBill(appID, date string, d BillDivergence) error {
 	}
 	s.bills.mu.Lock()
 	defer s.bills.mu.Unlock()
-	bd := s.bills.day(account, day)
-	for _, no := range d.Omit {
-		bd.omit[no] = true
+	for i, account := range accounts {
+		bd := s.bills.day(account, day)
+		for _, no := range d.Omit {
+			bd.omit[no] = true
+		}
+		for no, amount := range d.Amounts {
+			bd.amounts[no] = amount
+		}
+		if i == 0 {
+			bd.extra = append(bd.extra, d.Extra...)
+		}
+		bd.tamper = bd.tamper || d.Tamper
 	}
-	for no, amount := range d.Amounts {
-		bd.amounts[no] = amount
-	}
-	bd.extra = append(bd.extra, d.Extra...)
-	bd.tamper = bd.tamper || d.Tamper
 	return nil
 }
 
@@ -336,6 +360,11 @@ func (s *Sandbox) handleBillFile(c *fiber.Ctx) error {
 	day, err := parseBillDate(c.Params("date"))
 	if err != nil {
 		return fiber.NewError(fiber.StatusBadRequest, err.Error())
+	}
+	if c.Query("bill") == "xpay" && a.Platform == WeChat && a.XPay != nil {
+		_, d := s.bills.readiness(xpayBillAccount(a), day, s.now())
+		c.Set(fiber.HeaderContentType, "text/csv; charset=utf-8")
+		return c.Send(s.xpayBillFile(a, day, d))
 	}
 	account, err := billAccount(a)
 	if err != nil {

@@ -42,9 +42,17 @@ type AppSpec struct {
 	// AlipayCertMode sets an Alipay app up in public-key certificate mode
 	// (default: public-key mode).
 	AlipayCertMode bool
+	// VirtualPayment adds WeChat virtual payment (WeChat apps), in
+	// VirtualPaymentEnv ("production", the default, or "sandbox").
+	VirtualPayment    bool
+	VirtualPaymentEnv string
 	// Key supplies RSA keys; nil generates fresh 2048-bit keys.
 	Key func() (*rsa.PrivateKey, error)
 }
+
+// DemoCoinPrice is the price of one coin in generated apps with virtual
+// payment: 10 fen (10 coins a yuan).
+const DemoCoinPrice = 10
 
 // NewAppPair generates matching credentials for one app: the simulator's
 // view (platform private keys, merchant public keys) and minigate's config
@@ -112,6 +120,17 @@ func NewAppPair(spec AppSpec) (*App, *config.App, error) {
 	if spec.Pay && spec.Platform == WeChat {
 		if err := newWeChatPayPair(spec, sb, cfg); err != nil {
 			return nil, nil, err
+		}
+	}
+	if spec.VirtualPayment && spec.Platform == WeChat {
+		x := &XPayAccount{
+			OfferID: fmt.Sprintf("145%07d", stableNum(spec.ID, "offerid")%1e7),
+			AppKey:  randomHex(16), SandboxAppKey: randomHex(16), CoinPrice: DemoCoinPrice,
+		}
+		sb.XPay = x
+		cfg.VirtualPayment = &config.VirtualPayment{
+			OfferID: x.OfferID, AppKey: x.AppKey, SandboxAppKey: x.SandboxAppKey,
+			Env: spec.VirtualPaymentEnv, CoinPrice: x.CoinPrice,
 		}
 	}
 	if spec.Pay && spec.Platform == QQ {
@@ -236,12 +255,13 @@ func Endpoints(base string) config.Endpoints {
 }
 
 // DemoApps generates sandbox mode's apps: demo-wechat and demo-qq (one union
-// scope, "demo") and demo-alipay, each with messages and payments.
+// scope, "demo") and demo-alipay, each with messages and payments;
+// demo-wechat also has virtual payment.
 func DemoApps(publicURL string) ([]*App, []*config.App, error) {
 	var sbs []*App
 	var cfgs []*config.App
 	for _, spec := range []AppSpec{
-		{ID: "demo-wechat", Platform: WeChat, UnionScope: "demo", PublicURL: publicURL, Pay: true},
+		{ID: "demo-wechat", Platform: WeChat, UnionScope: "demo", PublicURL: publicURL, Pay: true, VirtualPayment: true},
 		{ID: "demo-qq", Platform: QQ, UnionScope: "demo", PublicURL: publicURL, Pay: true},
 		{ID: "demo-alipay", Platform: Alipay, PublicURL: publicURL, Pay: true},
 	} {

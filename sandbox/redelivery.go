@@ -181,25 +181,48 @@ func (s *Sandbox) WaitRedelivered(ctx context.Context, prefix string) error {
 // deliver posts body to url and, when redelivery is on and the attempt was
 // not acknowledged, schedules the platform's retries in the background.
 func (s *Sandbox) deliver(ctx context.Context, url, contentType string, header http.Header, body []byte) Delivery {
+	// The caller may reuse its buffers once deliver returns.
+	body, header = bytes.Clone(body), header.Clone()
+	return s.deliverRebuilt(ctx, 0, nil, func(int) (string, string, http.Header, []byte, error) {
+		return url, contentType, header, body, nil
+	})
+}
+
+// deliverRebuilt is deliver for callbacks the platform builds and signs
+// anew for every attempt (WeChat's virtual payment pushes carry a retry
+// count): request makes attempt n's request, from 0. Attempts are counted
+// as received by ack (acknowledged when nil), and there are at most
+// maxAttempts of them (0: as many as the schedule has delays, plus one).
+func (s *Sandbox) deliverRebuilt(ctx context.Context, maxAttempts int, ack func(Delivery) bool,
+	request func(n int) (url, contentType string, header http.Header, body []byte, err error)) Delivery {
+	url, contentType, header, body, err := request(0)
+	if err != nil {
+		return Delivery{Error: err.Error(), At: s.now()}
+	}
+	if ack == nil {
+		ack = func(d Delivery) bool { return acknowledged(contentType, d) }
+	}
 	cb, schedule, stop := s.redeliver.begin(url)
-	d := s.post(ctx, url, contentType, header, body)
+	d := s.post(ctx, url, contentType, header, body, ack)
 	if cb == nil {
 		return d
+	}
+	if maxAttempts > 0 && len(schedule) > maxAttempts-1 {
+		schedule = schedule[:maxAttempts-1]
 	}
 	if d.Acked || len(schedule) == 0 {
 		s.redeliver.record(cb, d, false)
 		return d
 	}
 	s.redeliver.record(cb, d, true)
-	// The caller may reuse its buffers once deliver returns.
-	body, header = bytes.Clone(body), header.Clone()
-	go s.retry(cb, schedule, stop, url, contentType, header, body)
+	go s.retry(cb, schedule, stop, ack, request)
 	return d
 }
 
 // retry repeats a delivery after each delay of schedule until one is
 // acknowledged, the schedule ends or stop is closed.
-func (s *Sandbox) retry(cb *Callback, schedule []time.Duration, stop chan struct{}, url, contentType string, header http.Header, body []byte) {
+func (s *Sandbox) retry(cb *Callback, schedule []time.Duration, stop chan struct{}, ack func(Delivery) bool,
+	request func(n int) (string, string, http.Header, []byte, error)) {
 	for i, wait := range schedule {
 		t := time.NewTimer(wait)
 		select {
@@ -209,7 +232,13 @@ func (s *Sandbox) retry(cb *Callback, schedule []time.Duration, stop chan struct
 			return
 		case <-t.C:
 		}
-		d := s.post(context.Background(), url, contentType, header, body)
+		var d Delivery
+		url, contentType, header, body, err := request(i + 1)
+		if err != nil {
+			d = Delivery{Error: err.Error(), At: s.now()}
+		} else {
+			d = s.post(context.Background(), url, contentType, header, body, ack)
+		}
 		s.redeliver.record(cb, d, i < len(schedule)-1)
 		if d.Acked {
 			return

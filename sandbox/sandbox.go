@@ -65,6 +65,8 @@ type App struct {
 	WeChatPay *WeChatPayMerchant
 	QPay      *QPayMerchant
 	Alipay    *AlipayAccount
+	// XPay is WeChat virtual payment (WeChat apps).
+	XPay *XPayAccount
 }
 
 // MessageSettings are the app's message-push console settings.
@@ -157,6 +159,7 @@ type Sandbox struct {
 	qpay      *qpayState
 	alipay    *alipayState
 	bills     *billState
+	xpay      *xpayState
 
 	redeliver *redelivery
 	slow      *slowdown
@@ -185,7 +188,7 @@ func New(opts Options) *Sandbox {
 		now: opts.Now, client: opts.Client, log: opts.Logger,
 		apps: map[string]*App{}, codes: map[string]*loginCode{},
 		wechat: newWeChatState(), wechatpay: newWeChatPayState(),
-		qq: newQQState(), qpay: newQPayState(), alipay: newAlipayState(), bills: newBillState(),
+		qq: newQQState(), qpay: newQPayState(), alipay: newAlipayState(), bills: newBillState(), xpay: newXPayState(),
 		redeliver: newRedelivery(opts.Redeliver), slow: &slowdown{},
 	}
 }
@@ -381,8 +384,9 @@ type Report struct {
 	Sent       json.RawMessage `json:"sent,omitempty"`
 }
 
-// post posts body to url once.
-func (s *Sandbox) post(ctx context.Context, url, contentType string, header http.Header, body []byte) Delivery {
+// post posts body to url once; ack says whether the answer counts as
+// received.
+func (s *Sandbox) post(ctx context.Context, url, contentType string, header http.Header, body []byte, ack func(Delivery) bool) Delivery {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytesReader(body))
 	if err != nil {
@@ -404,6 +408,6 @@ func (s *Sandbox) post(ctx context.Context, url, contentType string, header http
 	b, _ := readLimited(resp.Body, 64<<10)
 	d.Status, d.Body = resp.StatusCode, string(b)
 	d.DurationMS = time.Since(start).Milliseconds()
-	d.Acked = acknowledged(contentType, d)
+	d.Acked = ack(d)
 	return d
 }

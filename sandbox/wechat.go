@@ -71,6 +71,9 @@ const (
 	wechatRiskyUserPrefix = "risky-"
 	// wechatSessionKeyLength is the session_key's length in bytes.
 	wechatSessionKeyLength = 16
+	// wechatStaleKeysKept is how many old session keys of a user the
+	// simulator remembers, to tell an expired key from a wrong one.
+	wechatStaleKeysKept = 8
 )
 
 // WeChatError is a failure the simulator answers instead of handling a
@@ -119,8 +122,14 @@ type wechatState struct {
 	stats   map[string]*TokenStats
 	// logins holds each (app, user)'s login times in the last minute.
 	logins map[string][]time.Time
-	// sessionKeys holds each (app, user)'s latest session_key.
+	// sessionKeys holds each (app, user)'s current session_key; a user
+	// whose key expired has none.
 	sessionKeys map[string]string
+	// staleKeys holds each (app, user)'s superseded and expired keys, the
+	// newest last (at most wechatStaleKeysKept).
+	staleKeys map[string][]string
+	// names maps (app, openid) to the simulated user's name.
+	names map[string]string
 	// activity is keyed by (app, openid).
 	activity map[string]*Activity
 	media    map[string]*wechatMedia
@@ -153,6 +162,7 @@ func newWeChatState() *wechatState {
 	return &wechatState{
 		tokens: map[string]*wechatToken{}, stable: map[string]*wechatToken{}, classic: map[string]*wechatToken{},
 		stats: map[string]*TokenStats{}, logins: map[string][]time.Time{}, sessionKeys: map[string]string{},
+		staleKeys: map[string][]string{}, names: map[string]string{},
 		activity: map[string]*Activity{}, media: map[string]*wechatMedia{},
 		cs: newCSState(),
 	}
@@ -164,6 +174,7 @@ func (s *Sandbox) mountWeChat(r fiber.Router) {
 	r.Get("/cgi-bin/token", s.wechatClassicToken)
 	r.Post("/wxa/business/getuserphonenumber", s.wechatPhoneNumber)
 	s.mountWeChatCS(r)
+	s.mountXPay(r)
 }
 
 // mountWeChatControl adds the WeChat control routes to the per-app control
@@ -174,6 +185,7 @@ func (s *Sandbox) mountWeChatControl(g fiber.Router) {
 	g.Get("/tokens", s.platformControl(WeChat, s.handleWeChatTokenStats))
 	g.Post("/users/:name/encrypted-data", s.handleWeChatEncryptedData)
 	s.mountCustomerServiceControl(g)
+	s.mountXPayControl(g)
 }
 
 func wechatError(c *fiber.Ctx, code int, msg string) error {
@@ -251,6 +263,7 @@ func (s *Sandbox) wechatCode2Session(c *fiber.Ctx) error {
 	}
 	sessionKey := base64.StdEncoding.EncodeToString(key)
 	s.wechat.rememberSessionKey(a.ID, name, sessionKey)
+	s.wechat.rememberName(a.ID, u.OpenID, name)
 	out := fiber.Map{"openid": u.OpenID, "session_key": sessionKey}
 	if u.UnionID != "" {
 		out["unionid"] = u.UnionID
@@ -284,7 +297,44 @@ func (st *wechatState) allowLogin(app, user string, now time.Time) bool {
 func (st *wechatState) rememberSessionKey(app, user, key string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.retireKeyLocked(wechatKey(app, user))
 	st.sessionKeys[wechatKey(app, user)] = key
+}
+
+// retireKeyLocked moves the current session key of k (app, user) to its
+// stale keys. Callers hold st.mu.
+func (st *wechatState) retireKeyLocked(k string) {
+	old, ok := st.sessionKeys[k]
+	if !ok {
+		return
+	}
+	delete(st.sessionKeys, k)
+	stale := append(st.staleKeys[k], old)
+	if len(stale) > wechatStaleKeysKept {
+		stale = stale[len(stale)-wechatStaleKeysKept:]
+	}
+	st.staleKeys[k] = stale
+}
+
+// rememberName records that openid is user name's in app.
+func (st *wechatState) rememberName(app, openid, name string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.names[wechatKey(app, openid)] = name
+}
+
+// ExpireSessionKey ends user name's current session_key for app (minigate
+// id), as WeChat does after a while without use or when the user logs in
+// elsewhere: calls signed with it are refused as expired until the user
+// logs in again. It reports whether there was a key to expire.
+func (s *Sandbox) ExpireSessionKey(app, name string) bool {
+	st := s.wechat
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	k := wechatKey(app, name)
+	_, ok := st.sessionKeys[k]
+	st.retireKeyLocked(k)
+	return ok
 }
 
 type wechatStableTokenRequest struct {

@@ -81,8 +81,37 @@ func (s *Sandbox) pushWeChatMessage(ctx context.Context, a *App, u User, req Pus
 	if err != nil {
 		return nil, err
 	}
-	plain := encodeWeChatPush(format, fields)
+	target, ctype, body, err := wechatPushRequest(a, fields, u.OpenID, mode, format, f, now)
+	if err != nil {
+		return nil, err
+	}
+	msgType, event := wechatFieldString(fields, "MsgType"), wechatFieldString(fields, "Event")
+	s.wechat.recordActivity(a.ID, u.OpenID, msgType, event, now)
+	rep := s.sendWithFaults(ctx, f, func(ctx context.Context) Delivery {
+		return s.deliver(ctx, target, ctype, nil, body)
+	})
+	details := map[string]any{"mode": mode, "format": format, "openid": u.OpenID, "msg_type": msgType,
+		"create_time": wechatFieldValue(fields, "CreateTime")}
+	if id, ok := wechatFieldValue(fields, "MsgId").(int64); ok {
+		details["msg_id"] = id
+	}
+	if event != "" {
+		details["event"] = event
+	}
+	if id := wechatFieldString(fields, "MediaId"); id != "" {
+		details["media_id"] = id
+	}
+	rep.Details = details
+	rep.Sent = encodeWeChatPush(PushFormatJSON, fields)
+	return rep, nil
+}
 
+// wechatPushRequest encodes fields as app a's message push in format, signs
+// it for a's token at now and, in compatible and safe mode, encrypts it; it
+// applies f's signing and ciphertext faults and returns the callback URL
+// (with the signed query), the content type and the body.
+func wechatPushRequest(a *App, fields []wechatField, openid, mode, format string, f Faults, now time.Time) (target, ctype string, body []byte, err error) {
+	plain := encodeWeChatPush(format, fields)
 	ts := now
 	if f.StaleTimestamp {
 		ts = now.Add(-wechatStaleBy)
@@ -95,9 +124,9 @@ func (s *Sandbox) pushWeChatMessage(ctx context.Context, a *App, u User, req Pus
 	}
 	q.Set("timestamp", timestamp)
 	q.Set("nonce", nonce)
-	q.Set("openid", u.OpenID)
+	q.Set("openid", openid)
 
-	body := plain
+	body = plain
 	if mode != PushModePlaintext {
 		appID := a.AppID
 		if f.ForeignAppID {
@@ -105,7 +134,7 @@ func (s *Sandbox) pushWeChatMessage(ctx context.Context, a *App, u User, req Pus
 		}
 		ct, err := sealWeChatPush(a.Messages.EncodingAESKey, appID, plain)
 		if err != nil {
-			return nil, err
+			return "", "", nil, err
 		}
 		if f.TamperCiphertext {
 			// Flipping a bit of the first block flips the same bit of the
@@ -130,32 +159,11 @@ func (s *Sandbox) pushWeChatMessage(ctx context.Context, a *App, u User, req Pus
 	if f.Truncate {
 		body = body[:len(body)/2]
 	}
-
-	msgType, event := wechatFieldString(fields, "MsgType"), wechatFieldString(fields, "Event")
-	s.wechat.recordActivity(a.ID, u.OpenID, msgType, event, now)
-
-	target := strings.TrimRight(a.CallbackURL, "/") + "/messages?" + q.Encode()
-	ctype := "text/xml"
+	ctype = "text/xml"
 	if format == PushFormatJSON {
 		ctype = "application/json"
 	}
-	rep := s.sendWithFaults(ctx, f, func(ctx context.Context) Delivery {
-		return s.deliver(ctx, target, ctype, nil, body)
-	})
-	details := map[string]any{"mode": mode, "format": format, "openid": u.OpenID, "msg_type": msgType,
-		"create_time": wechatFieldValue(fields, "CreateTime")}
-	if id, ok := wechatFieldValue(fields, "MsgId").(int64); ok {
-		details["msg_id"] = id
-	}
-	if event != "" {
-		details["event"] = event
-	}
-	if id := wechatFieldString(fields, "MediaId"); id != "" {
-		details["media_id"] = id
-	}
-	rep.Details = details
-	rep.Sent = encodeWeChatPush(PushFormatJSON, fields)
-	return rep, nil
+	return strings.TrimRight(a.CallbackURL, "/") + "/messages?" + q.Encode(), ctype, body, nil
 }
 
 // wechatPushModeFormat resolves the push's mode and format from the request
@@ -288,27 +296,39 @@ func encodeWeChatPush(format string, fields []wechatField) []byte {
 				b.WriteByte(',')
 			}
 			k, _ := json.Marshal(f.name)
-			v, _ := json.Marshal(f.value)
 			b.Write(k)
 			b.WriteByte(':')
+			if nested, ok := f.value.([]wechatField); ok {
+				b.Write(encodeWeChatPush(format, nested))
+				continue
+			}
+			v, _ := json.Marshal(f.value)
 			b.Write(v)
 		}
 		b.WriteByte('}')
 		return b.Bytes()
 	}
 	b.WriteString("<xml>")
+	writeWeChatPushXML(&b, fields)
+	b.WriteString("</xml>")
+	return b.Bytes()
+}
+
+// writeWeChatPushXML writes fields as XML elements; nested fields become
+// child elements.
+func writeWeChatPushXML(b *bytes.Buffer, fields []wechatField) {
 	for _, f := range fields {
-		fmt.Fprintf(&b, "<%s>", f.name)
+		fmt.Fprintf(b, "<%s>", f.name)
 		switch v := f.value.(type) {
+		case []wechatField:
+			writeWeChatPushXML(b, v)
 		case int64:
 			b.WriteString(strconv.FormatInt(v, 10))
 		case string:
 			b.WriteString("<![CDATA[" + strings.ReplaceAll(v, "]]>", "]]]]><![CDATA[>") + "]]>")
 		}
-		fmt.Fprintf(&b, "</%s>", f.name)
+		fmt.Fprintf(b, "</%s>", f.name)
 	}
-	b.WriteString("</xml>")
-	return b.Bytes()
 }
 
 // weChatPushSign is sha1 hex over the sorted, concatenated parts.

@@ -111,6 +111,12 @@ func WriteConfig(dir string, f ConfigFile) (string, error) {
 			}
 			m["pay"] = pay
 		}
+		if v := a.VirtualPayment; v != nil {
+			m["virtual_payment"] = map[string]any{
+				"offer_id": v.OfferID, "app_key": v.AppKey, "sandbox_app_key": v.SandboxAppKey,
+				"env": v.Env, "coin_price": v.CoinPrice,
+			}
+		}
 		apps = append(apps, m)
 	}
 	doc["apps"] = apps
