@@ -26,7 +26,7 @@ run: build
 ## test: the whole suite with -race against a real Postgres (the README's
 ## walk-throughs included, which need curl and jq), then a brief fuzz of
 ## the parsers and decryptors of platform callbacks
-TESTFUZZ ?= ^Fuzz(OpenMessage|Decrypt|DecodeXML|DecryptUserData|PipelineRefusesUnsigned|PayParseNotification|ParseNotification)$$
+TESTFUZZ ?= ^Fuzz(OpenMessage|Decrypt|DecodeXML|DecryptUserData|PipelineRefusesUnsigned|PayParseNotification|ParseNotification|ParseXPayPush)$$
 test: tools
 	@DATABASE_URL=$$(scripts/db.sh) && export DATABASE_URL && \
 	  $(GO) vet ./... && \
