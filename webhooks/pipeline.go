@@ -69,6 +69,9 @@ type Opened[T any] struct {
 	// Stored is what is stored as the callback's trusted payload, encoded
 	// as JSON; nil stores Payload.
 	Stored any
+	// Ack, when set, is this callback's "received" reply in place of the
+	// Spec's: pushes of some events are answered in their own format.
+	Ack *Reply
 }
 
 // Callback is a stored callback, as Apply sees it.
@@ -221,6 +224,10 @@ func Process[T any](ctx context.Context, p *Pipeline, spec Spec[T], req Request)
 	if opened.DedupKey == "" {
 		return p.fail(spec.App, spec.Kind, errors.New("webhooks: open: no de-duplication key"), spec.Nack)
 	}
+	ack := spec.Ack
+	if opened.Ack != nil {
+		ack = *opened.Ack
+	}
 	stored := opened.Stored
 	if stored == nil {
 		stored = opened.Payload
@@ -265,12 +272,12 @@ func Process[T any](ctx context.Context, p *Pipeline, spec Spec[T], req Request)
 	if cb == nil {
 		metrics.Callbacks.WithLabelValues(spec.App, string(spec.Kind), OutcomeDuplicate).Inc()
 		p.log.Info("callback duplicate", "app", spec.App, "kind", spec.Kind, "event_type", row.EventType)
-		return spec.Ack
+		return ack
 	}
 	metrics.Callbacks.WithLabelValues(spec.App, string(spec.Kind), OutcomeAccepted).Inc()
 	p.log.Info("callback accepted", "app", spec.App, "kind", spec.Kind, "callback_id", cb.ID,
 		"event_type", row.EventType, "summary", opened.Summary)
-	return spec.Ack
+	return ack
 }
 
 func (p *Pipeline) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {

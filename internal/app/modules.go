@@ -77,7 +77,7 @@ func (a *App) buildCallbacks(opts Options, inbox webhooks.MessageSink, ords webh
 			paymentVerifiers[id] = p.PaymentNotifications
 		}
 	}
-	messages := webhooks.NewMessages(pipeline, messageVerifiers, inbox)
+	messages := webhooks.NewMessages(pipeline, messageVerifiers, inbox, nil)
 	payments := webhooks.NewPayments(pipeline, paymentVerifiers, ords)
 	return func(r fiber.Router, au *auth.Authenticator) {
 		messages.Mount(r)
