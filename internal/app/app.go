@@ -54,6 +54,9 @@ type Options struct {
 	JobPollInterval time.Duration
 	// Now replaces the clock in domain services (tests).
 	Now func() time.Time
+	// Middleware runs before every route, after httpx's own (tests check
+	// each exchange against the API description with it).
+	Middleware []fiber.Handler
 }
 
 // App is a wired minigate instance.
@@ -154,6 +157,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		hopts.Components = map[string]string{"/sandbox/": "simulator"}
 	}
 	a.HTTP = httpx.New(hopts)
+	for _, h := range opts.Middleware {
+		a.HTTP.Use(h)
+	}
 	a.routes(mods)
 	if opts.Sandbox != nil {
 		a.HTTP.Mount("/sandbox", opts.Sandbox.Handler())

@@ -10,6 +10,7 @@ import (
 	"github.com/minigate/minigate/internal/apperr"
 	"github.com/minigate/minigate/internal/db"
 	"github.com/minigate/minigate/internal/httpx"
+	"github.com/minigate/minigate/internal/openapi"
 )
 
 func (a *App) routes(m *modules) {
@@ -18,6 +19,7 @@ func (a *App) routes(m *modules) {
 	})
 	a.HTTP.Get("/readyz", a.ready)
 	httpx.MountMetrics(a.HTTP)
+	openapi.Mount(a.HTTP)
 	for _, r := range m.routes {
 		r(a.HTTP, m.auth)
 	}

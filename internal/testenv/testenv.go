@@ -175,7 +175,11 @@ func Start(t testing.TB, spec Spec) *Env {
 	e.Config = cfg
 	log := slog.New(slog.NewJSONHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	a, err := app.New(ctx, cfg, app.Options{Logger: log, Migrate: true, JobPollInterval: 50 * time.Millisecond, Now: spec.Now})
+	check := &apiCheck{t: t}
+	a, err := app.New(ctx, cfg, app.Options{
+		Logger: log, Migrate: true, JobPollInterval: 50 * time.Millisecond, Now: spec.Now,
+		Middleware: []fiber.Handler{check.middleware},
+	})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -183,11 +187,14 @@ func Start(t testing.TB, spec Spec) *Env {
 	if err := a.Start(ctx); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	checkedServers.Store(public, true)
 	go func() { _ = a.Serve(ln) }()
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = a.Shutdown(sctx)
+		check.stopped.Store(true)
+		checkedServers.Delete(public)
 		if t.Failed() {
 			t.Logf("minigate logs (last 64 KiB):\n%s", e.Logs.Tail(64<<10))
 		}
@@ -268,7 +275,10 @@ func (e *Env) Do(method, path string, body any, opts ...Opt) *Response {
 	return Do(e.T, method, e.URL+path, body, opts...)
 }
 
-// Do sends a request to an absolute URL.
+// Do sends a request to an absolute URL. An exchange with a /v1 route of a
+// server that Start did not start (a built binary) is checked against the
+// API description here (CheckAPI), failing t on a mismatch; Start's
+// instances check their own.
 func Do(t testing.TB, method, url string, body any, opts ...Opt) *Response {
 	t.Helper()
 	var rd io.Reader
@@ -305,7 +315,27 @@ func Do(t testing.TB, method, url string, body any, opts ...Opt) *Response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !checkedByServer(url) {
+		x := Exchange{Method: method, URL: req.URL, Header: req.Header, Status: resp.StatusCode, RespHeader: resp.Header, RespBody: raw}
+		x.Body, _ = requestBody(req)
+		if msg := CheckAPI(x); msg != "" {
+			t.Errorf("%s", msg)
+		}
+	}
 	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// requestBody returns the body req was sent with.
+func requestBody(req *http.Request) ([]byte, error) {
+	if req.GetBody == nil {
+		return nil, nil
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
 }
 
 // MintCode asks the simulator for a login code for user name of app short name.
