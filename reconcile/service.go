@@ -153,6 +153,9 @@ func (s *Service) Run(ctx context.Context, appID string, date Date, trigger Trig
 		return nil, err
 	}
 	totals, discs := Match(bill, books)
+	if discs == nil {
+		discs = []Discrepancy{} // a list, as GET /v1/reconciliations/{id} gives it
+	}
 	for i := range discs {
 		s.act(ctx, a, &discs[i])
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -20,38 +18,22 @@ import (
 	"github.com/minigate/minigate/sandbox"
 )
 
-// call sends a JSON request and decodes the JSON answer into out.
+// call sends a JSON request and decodes the JSON answer into out. It goes
+// through testenv.Do, which checks /v1 exchanges against the API
+// description.
 func call(t *testing.T, method, url, key string, body, out any) int {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
+	var opts []testenv.Opt
 	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Idempotency-Key", fmt.Sprintf("cli-%d", time.Now().UnixNano()))
+		opts = append(opts, testenv.Bearer(key), testenv.Header("Idempotency-Key", fmt.Sprintf("cli-%d", time.Now().UnixNano())))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	r := testenv.Do(t, method, url, body, opts...)
 	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			t.Fatalf("%s %s: %d %s", method, url, resp.StatusCode, raw)
+		if err := json.Unmarshal(r.Body, out); err != nil {
+			t.Fatalf("%s %s: %d %s", method, url, r.Status, r.Body)
 		}
 	}
-	return resp.StatusCode
+	return r.Status
 }
 
 // runBinary runs the built minigate and returns its exit code and output.

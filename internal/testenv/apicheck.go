@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,8 +93,13 @@ func CheckAPI(x Exchange) string {
 	if err != nil {
 		return err.Error()
 	}
+	header := x.Header.Clone()
+	if header.Get("Content-Type") == "" && len(x.Body) > 0 {
+		// minigate reads a JSON body whatever its Content-Type says.
+		header.Set("Content-Type", "application/json")
+	}
 	req := &http.Request{
-		Method: x.Method, URL: x.URL, Header: x.Header, Host: x.URL.Host,
+		Method: x.Method, URL: x.URL, Header: header, Host: x.URL.Host,
 		Body: io.NopCloser(bytes.NewReader(x.Body)), ContentLength: int64(len(x.Body)),
 	}
 	what := fmt.Sprintf("%s %s → %d", x.Method, x.URL.RequestURI(), x.Status)
@@ -128,7 +135,9 @@ func CheckAPI(x Exchange) string {
 
 func isV1(path string) bool { return path == "/v1" || strings.HasPrefix(path, "/v1/") }
 
-// describe lists validation errors, one per line, with the failing fields.
+// describe lists validation errors, one per line, with the failing
+// fields; the fields a closed schema refuses ("false schema") are listed
+// on one line.
 func describe(errs []*vderrors.ValidationError) string {
 	var b strings.Builder
 	for _, e := range errs {
@@ -137,12 +146,21 @@ func describe(errs []*vderrors.ValidationError) string {
 			fmt.Fprintf(&b, ": %s", e.Reason)
 		}
 		b.WriteByte('\n')
+		var refused []string
 		for _, f := range e.SchemaValidationErrors {
 			where := f.FieldPath
 			if where == "" {
 				where = f.KeywordLocation
 			}
+			if f.Reason == "false schema" {
+				refused = append(refused, where)
+				continue
+			}
 			fmt.Fprintf(&b, "      %s: %s\n", where, f.Reason)
+		}
+		if len(refused) > 0 {
+			slices.Sort(refused)
+			fmt.Fprintf(&b, "      not allowed here by the schema: %s\n", strings.Join(refused, ", "))
 		}
 	}
 	return strings.TrimRight(b.String(), "\n")
@@ -162,6 +180,9 @@ func excerpt(b []byte) string {
 type apiCheck struct {
 	t       testing.TB
 	stopped atomic.Bool
+
+	mu       sync.Mutex
+	reported map[string]bool // route and status already reported
 }
 
 func (a *apiCheck) middleware(c *fiber.Ctx) error {
@@ -186,10 +207,25 @@ func (a *apiCheck) middleware(c *fiber.Ctx) error {
 	x.RespHeader = http.Header{}
 	c.Response().Header.VisitAll(func(k, v []byte) { x.RespHeader.Add(string(k), string(v)) })
 	x.RespBody = bytes.Clone(c.Response().Body())
-	if msg := CheckAPI(x); msg != "" && !a.stopped.Load() {
+	if msg := CheckAPI(x); msg != "" && a.first(x.Method+" "+c.Route().Path+" "+strconv.Itoa(x.Status)) && !a.stopped.Load() {
 		a.t.Errorf("%s", msg)
 	}
 	return nil
+}
+
+// first reports whether key is reported for the first time: one failure
+// per route and status is enough.
+func (a *apiCheck) first(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.reported[key] {
+		return false
+	}
+	if a.reported == nil {
+		a.reported = map[string]bool{}
+	}
+	a.reported[key] = true
+	return true
 }
 
 // checkedServers are the base URLs of the instances whose exchanges the
