@@ -447,6 +447,7 @@ func TestPayTransportAndTrustFailures(t *testing.T) {
 				pay := *cfg.Pay
 				cfg.Pay = &pay
 				tc.edit(&cfg, e)
+				var err error // this subtest's own: the subtests run in parallel
 				if p, err = wechat.NewPay(&cfg, e.opts); err != nil {
 					t.Fatal(err)
 				}
